@@ -1,0 +1,40 @@
+"""Pure jax.numpy functions: the single source of fsjax's math (shapes in the docstrings)."""
+
+from fsjax.ops.conv import canonical_padding, conv2d, conv_output_hw, pair
+from fsjax.ops.fs import (
+    check_kernel_shape,
+    dfs_init_raw,
+    dfs_kernel,
+    dfs_locations,
+    fs_index,
+    fs_kernel,
+    fs_length,
+    fs_offsets,
+    fs_project,
+    fs_taps,
+)
+from fsjax.ops.init import fan_in_normal
+from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
+
+__all__ = [
+    "canonical_padding",
+    "check_kernel_shape",
+    "conv2d",
+    "conv_output_hw",
+    "dfs_init_raw",
+    "dfs_kernel",
+    "dfs_locations",
+    "fan_in_normal",
+    "fs_index",
+    "fs_kernel",
+    "fs_length",
+    "fs_offsets",
+    "fs_project",
+    "fs_taps",
+    "ks_check",
+    "ks_conv",
+    "ks_dense_kernel",
+    "ks_project",
+    "ks_reduce",
+    "pair",
+]
