@@ -39,7 +39,7 @@ def _geometry(conv):
     return (kh, kw, conv.in_features // conv.feature_group_count, conv.out_features)
 
 
-def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, groups: int = 1,
+def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, group_size: int = 4,
             predicate: Callable[[tuple, nnx.Module], bool] | None = None,
             min_params: int = 1024, from_dense: bool = True, seed: int = 0,
             **layer_kw) -> list[str]:
@@ -47,6 +47,8 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
 
     Args:
       kind: 'fs', 'dfs', 'ks' or 'wks'.
+      group_size: KS/WKS channels per shared kernel ``g``; layers whose input channels are not
+        a multiple of ``g`` are left dense.
       predicate: ``(path, conv) -> bool`` picks the layers; default: every conv whose dense
         kernel has at least ``min_params`` weights and no feature groups (depthwise convs are
         left dense).
@@ -62,10 +64,14 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
         return conv.feature_group_count == 1 and int(np.prod(_geometry(conv))) >= min_params
 
     pick = predicate or default
+    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
+        raise ValueError(f"convert: group_size must be a positive int; got {group_size!r}")
     rngs = nnx.Rngs(seed)
     done = []
     for path, conv in dense_convs(model):
         if not pick(path, conv):
+            continue
+        if kind in ("ks", "wks") and (conv.in_features % group_size or conv.feature_group_count > 1):
             continue
         name = ".".join(str(p) for p in path)
         if kind in ("fs", "dfs"):
@@ -75,6 +81,7 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
                 fs = ops.fs_project(_kernel_of(conv), layer.spec.length, layer.spec.np_offsets())
                 layer.fs[...] = fs.astype(layer.param_dtype)
         else:
+            groups = conv.in_features // group_size
             layer = _like(KSConv, conv, rngs, weighted=kind == "wks", groups=groups, name=name,
                           **layer_kw)
             if from_dense:

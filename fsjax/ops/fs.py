@@ -121,6 +121,7 @@ def fs_kernel(fs: jax.Array, kernel_shape, offsets) -> jax.Array:
       mod L]``.
     """
     kh, kw, cin, cout = check_kernel_shape(kernel_shape)
+    fs = jnp.asarray(fs)
     if fs.ndim != 1:
         raise ValueError(f"fs must be 1-D (L,); got shape {fs.shape}")
     length = fs.shape[0]
@@ -166,6 +167,7 @@ def dfs_kernel(fs: jax.Array, kernel_shape, locations: jax.Array) -> jax.Array:
       ``(kh, kw, cin, cout)`` kernel.
     """
     kh, kw, cin, cout = check_kernel_shape(kernel_shape)
+    fs, locations = jnp.asarray(fs), jnp.asarray(locations)
     if locations.shape != (cout,):
         raise ValueError(f"locations must have shape ({cout},); got {locations.shape}")
     length = fs.shape[0]

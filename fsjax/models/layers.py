@@ -1,0 +1,128 @@
+"""The ``conv`` factory shared by every model, and small building blocks.
+
+Architectures are written once; :class:`ConvFactory` decides, per layer name, which conv kind
+(dense | fs | dfs | ks | wks) and options each conv gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fsjax.nn import Conv, DFSConv, FSConv, KSConv
+from fsjax.spec import KINDS
+
+__all__ = ["ConvFactory", "ConvBN", "batch_norm"]
+
+_OPTION_KEYS = ("kind", "compression", "group_size", "location_mode", "alpha_mode", "min_params")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvFactory:
+    """Builds every conv of a model.
+
+    Attributes:
+      kind: default conv kind for all layers.
+      compression: FS/DFS rho.
+      group_size: KS/WKS channels per shared kernel ``g`` (``groups = cin // g``). A layer
+        whose input channels are not a multiple of ``g`` larger than ``g`` (e.g. an RGB stem),
+        or a grouped/depthwise conv, stays dense; the report shows it.
+      location_mode, alpha_mode: DFS / WKS options (see :mod:`fsjax.nn`).
+      min_params: layers whose dense kernel has fewer weights stay dense (0: convert all,
+        as the official FSNet code does).
+      overrides: ``{glob pattern on the layer name: kind string or dict of the options
+        above}``; later patterns win. E.g. ``{"stem": "dense", "stage3.*": {"compression": 8}}``.
+      init_scale: fan-in init scale (2.0 = He, for ReLU nets).
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    kind: str = "dense"
+    compression: float = 4.0
+    group_size: int = 4
+    location_mode: str = "wrap"
+    alpha_mode: str = "input"
+    min_params: int = 0
+    overrides: Any = ()
+    init_scale: float = 2.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"conv kind {self.kind!r} is not valid; valid: {', '.join(KINDS)}")
+        overrides = dict(self.overrides)
+        for pat, opts in overrides.items():
+            opts = {"kind": opts} if isinstance(opts, str) else dict(opts)
+            bad = set(opts) - set(_OPTION_KEYS)
+            if bad:
+                raise ValueError(f"override {pat!r}: unknown option(s) {sorted(bad)}; "
+                                 f"valid: {', '.join(_OPTION_KEYS)}")
+            if opts.get("kind", self.kind) not in KINDS:
+                raise ValueError(f"override {pat!r}: conv kind {opts['kind']!r} is not valid; "
+                                 f"valid: {', '.join(KINDS)}")
+        object.__setattr__(self, "overrides", tuple(overrides.items()))
+
+    def options(self, name: str) -> dict:
+        opts = {k: getattr(self, k) for k in _OPTION_KEYS}
+        for pat, o in self.overrides:
+            if fnmatch.fnmatchcase(name, pat):
+                opts.update({"kind": o} if isinstance(o, str) else o)
+        return opts
+
+    def __call__(self, name, cin, cout, kernel_size, *, strides=1, padding="SAME",
+                 feature_group_count=1, use_bias=False, rngs: nnx.Rngs) -> nnx.Module:
+        o = self.options(name)
+        kind = o["kind"]
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if kh * kw * (cin // feature_group_count) * cout < o["min_params"]:
+            kind = "dense"
+        g = o["group_size"]
+        if kind in ("ks", "wks") and (feature_group_count != 1 or cin % g or cin <= g):
+            kind = "dense"
+        common = dict(strides=strides, padding=padding, feature_group_count=feature_group_count,
+                      use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                      init_scale=self.init_scale, name=name, rngs=rngs)
+        if kind == "fs":
+            return FSConv(cin, cout, kernel_size, compression=o["compression"], **common)
+        if kind == "dfs":
+            return DFSConv(cin, cout, kernel_size, compression=o["compression"],
+                           location_mode=o["location_mode"], **common)
+        if kind in ("ks", "wks"):
+            return KSConv(cin, cout, kernel_size, groups=cin // g, weighted=kind == "wks",
+                          alpha_mode=o["alpha_mode"], **common)
+        return Conv(cin, cout, kernel_size, **common)
+
+
+def batch_norm(features: int, factory: ConvFactory, rngs: nnx.Rngs, zero_init=False):
+    """BatchNorm as in PyTorch defaults (momentum 0.1 -> Flax 0.9, eps 1e-5)."""
+    bn = nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=factory.dtype,
+                       param_dtype=factory.param_dtype, rngs=rngs)
+    if zero_init:
+        bn.scale[...] = jnp.zeros_like(bn.scale[...])
+    return bn
+
+
+class ConvBN(nnx.Module):
+    """conv -> BatchNorm (-> ReLU if ``act``)."""
+
+    def __init__(self, factory: ConvFactory, name, cin, cout, kernel_size, *, strides=1,
+                 padding="SAME", feature_group_count=1, act=True, zero_init=False, rngs):
+        self.conv = factory(name, cin, cout, kernel_size, strides=strides, padding=padding,
+                            feature_group_count=feature_group_count, rngs=rngs)
+        self.bn = batch_norm(cout, factory, rngs, zero_init)
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.bn(self.conv(x))
+        return jax.nn.relu(y) if self.act else y
+
+
+def classifier(factory: ConvFactory, cin: int, num_classes: int, rngs) -> nnx.Linear:
+    """Dense FC head (the official FSNet code keeps FC layers dense)."""
+    return nnx.Linear(cin, num_classes, dtype=factory.dtype, param_dtype=factory.param_dtype,
+                      rngs=rngs)

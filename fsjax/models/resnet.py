@@ -1,0 +1,110 @@
+"""ResNets: CIFAR variants (20/56/110/164, He et al. 2016) and ResNet-18/34/50.
+
+Shortcuts: ``'B'`` (1x1 conv + BN projection where the shape changes; the official FSNet code)
+or ``'A'`` (parameter-free: stride-2 subsampling + zero-padded channels). ResNet-50's
+downsampling stride sits on the first 1x1 conv (``stride_on='1x1'``, the original Caffe release
+used by the ThiNet and FSNet papers) or on the 3x3 (``'3x3'``, torchvision).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fsjax.models.layers import ConvBN, ConvFactory, classifier
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck"]
+
+
+class Shortcut(nnx.Module):
+    def __init__(self, factory, name, cin, cout, stride, kind, rngs):
+        self.stride, self.pad = stride, cout - cin
+        needs = (stride != 1 or cin != cout) and kind == "B"
+        self.proj = (ConvBN(factory, name, cin, cout, 1, strides=stride, act=False, rngs=rngs)
+                     if needs else None)
+
+    def __call__(self, x):
+        if self.proj is not None:
+            return self.proj(x)
+        if self.stride != 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        if self.pad:
+            x = jnp.pad(x, [(0, 0)] * 3 + [(0, self.pad)])
+        return x
+
+
+class BasicBlock(nnx.Module):
+    expansion = 1
+
+    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on=None, *, rngs):
+        cout = width
+        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, width, 3, strides=stride, rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", width, cout, 3, act=False, rngs=rngs)
+        self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class Bottleneck(nnx.Module):
+    expansion = 4
+
+    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on="3x3", *, rngs):
+        cout = width * 4
+        s1, s2 = (stride, 1) if stride_on == "1x1" else (1, stride)
+        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, width, 1, strides=s1, rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", width, width, 3, strides=s2, rngs=rngs)
+        self.conv3 = ConvBN(factory, f"{name}.conv3", width, cout, 1, act=False, rngs=rngs)
+        self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+class ResNet(nnx.Module):
+    """Generic ResNet.
+
+    Args:
+      block: 'basic' or 'bottleneck'; depths: blocks per stage; widths: stage widths.
+      stem: 'cifar' (3x3/1 conv) or 'imagenet' (7x7/2 conv + 3x3/2 max-pool).
+      shortcut: 'A' or 'B'; stride_on: '1x1' or '3x3' (bottleneck only).
+    """
+
+    def __init__(self, block, depths, widths, num_classes, *, stem="cifar", stem_width=None,
+                 shortcut="B", stride_on="3x3", in_channels=3, factory=ConvFactory(), rngs):
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck'; got {block!r}")
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet'; got {stem!r}")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B'; got {shortcut!r}")
+        if stride_on not in ("1x1", "3x3"):
+            raise ValueError(f"stride_on must be '1x1' or '3x3'; got {stride_on!r}")
+        cls = BasicBlock if block == "basic" else Bottleneck
+        c = stem_width or widths[0]
+        if stem == "cifar":
+            self.stem = ConvBN(factory, "stem", in_channels, c, 3, rngs=rngs)
+        else:
+            self.stem = ConvBN(factory, "stem", in_channels, c, 7, strides=2, rngs=rngs)
+        self.pool_stem = stem == "imagenet"
+        blocks = []
+        for s, (depth, width) in enumerate(zip(depths, widths, strict=True)):
+            for b in range(depth):
+                stride = 2 if (s > 0 and b == 0) else 1
+                blocks.append(cls(factory, f"stage{s + 1}.block{b}", c, width, stride, shortcut,
+                                  stride_on, rngs=rngs))
+                c = width * cls.expansion
+        self.blocks = nnx.List(blocks)
+        self.fc = classifier(factory, c, num_classes, rngs)
+
+    def features(self, x):
+        x = self.stem(x)
+        if self.pool_stem:
+            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for blk in self.blocks:
+            x = blk(x)
+        return x.mean(axis=(1, 2))
+
+    def __call__(self, x):
+        return self.fc(self.features(x))

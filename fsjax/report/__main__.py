@@ -1,0 +1,50 @@
+"""CLI: ``python -m fsjax.report --model resnet56 --conv fs --compression 4 --input 32x32x3``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fsjax import models
+from fsjax.report import report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fsjax.report", description=__doc__)
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(models.MODELS))}")
+    p.add_argument("--conv", default="dense", help="dense | fs | dfs | ks | wks")
+    p.add_argument("--compression", type=float, default=4.0, help="FS/DFS rho")
+    p.add_argument("--group-size", type=int, default=4, help="KS/WKS channels per shared kernel")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input", default="32x32x3", help="HxWxC, e.g. 224x224x3")
+    p.add_argument("--model-arg", action="append", default=[],
+                   help="extra model option key=value (e.g. stem=imagenet, variant=imagenet)")
+    p.add_argument("--json", action="store_true", help="print the totals as JSON too")
+    a = p.parse_args(argv)
+    try:
+        shape = tuple(int(v) for v in a.input.lower().split("x"))
+        if len(shape) != 3:
+            raise ValueError
+    except ValueError:
+        p.error(f"--input must be HxWxC (e.g. 32x32x3); got {a.input!r}")
+    extra = {}
+    for kv in a.model_arg:
+        k, _, v = kv.partition("=")
+        extra[k] = json.loads(v) if v[:1] in "0123456789[{-" or v in ("true", "false") else v
+    try:
+        factory = models.ConvFactory(kind=a.conv, compression=a.compression,
+                                     group_size=a.group_size)
+        model = models.create(a.model, num_classes=a.num_classes, conv=factory, **extra)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table, totals = report(model, shape)
+    print(table)
+    if a.json:
+        print(json.dumps(totals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
