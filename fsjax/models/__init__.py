@@ -1,6 +1,6 @@
 """Model zoo. ``create(name, num_classes=..., conv=ConvFactory(...) | kind, **model_kw)``.
 
-Names (``MODELS``): resnet20/32/44/56/110 (CIFAR, basic), resnet164 (CIFAR, bottleneck),
+Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``), resnet164 (CIFAR, bottleneck),
 resnet18/34/50 (``stem='imagenet'|'cifar'``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'``
 torchvision), vgg16 (``variant='cifar'|'imagenet'``), mobilenet_v1 (``width``,
 ``stem_stride``), densenet_bc100.
@@ -21,13 +21,13 @@ __all__ = ["MODELS", "create", "ConvFactory", "ConvBN", "batch_norm", "ResNet", 
 
 
 def _cifar_resnet(depth, bottleneck=False):
-    def build(num_classes, shortcut="B", **kw):
+    def build(num_classes, shortcut="B", widths=(16, 32, 64), **kw):
         if bottleneck:
             n = (depth - 2) // 9
-            return ResNet("bottleneck", (n,) * 3, (16, 32, 64), num_classes, stem="cifar",
+            return ResNet("bottleneck", (n,) * 3, tuple(widths), num_classes, stem="cifar",
                           shortcut=shortcut, **kw)
         n = (depth - 2) // 6
-        return ResNet("basic", (n,) * 3, (16, 32, 64), num_classes, stem="cifar",
+        return ResNet("basic", (n,) * 3, tuple(widths), num_classes, stem="cifar",
                       shortcut=shortcut, **kw)
     return build
 
@@ -39,6 +39,8 @@ def _resnet(block, depths):
 
 
 MODELS = {
+    "resnet8": _cifar_resnet(8),
+    "resnet14": _cifar_resnet(14),
     "resnet20": _cifar_resnet(20),
     "resnet32": _cifar_resnet(32),
     "resnet44": _cifar_resnet(44),

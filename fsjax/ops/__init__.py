@@ -15,8 +15,32 @@ from fsjax.ops.fs import (
 )
 from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
+from fsjax.ops.quant import (
+    channel_groups,
+    check_bits,
+    codebook_dequantize,
+    effective_params,
+    fake_quant,
+    fs_chunk_groups,
+    kmeans_quantize,
+    pack_bits,
+    uniform_dequantize,
+    uniform_quantize,
+    unpack_bits,
+)
 
 __all__ = [
+    "channel_groups",
+    "check_bits",
+    "codebook_dequantize",
+    "effective_params",
+    "fake_quant",
+    "fs_chunk_groups",
+    "kmeans_quantize",
+    "pack_bits",
+    "uniform_dequantize",
+    "uniform_quantize",
+    "unpack_bits",
     "canonical_padding",
     "check_kernel_shape",
     "conv2d",

@@ -1,0 +1,57 @@
+"""Timing helpers: compile excluded, block_until_ready, median of many runs; JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import jax
+
+
+def timeit(fn, *args, warmup: int = 2, runs: int = 20, min_time: float = 0.0) -> float:
+    """Median seconds of ``fn(*args)`` (already jitted) after ``warmup`` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    start = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def environment() -> dict:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    except OSError:
+        rev = ""
+    dev = jax.devices()[0]
+    return dict(git=rev, jax=jax.__version__, backend=jax.default_backend(),
+                device=getattr(dev, "device_kind", str(dev)), devices=jax.device_count(),
+                cpu=platform.processor() or platform.machine(), cores=os.cpu_count())
+
+
+def write_json(path: str | None, name: str, rows: list, **extra) -> None:
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    out = os.path.join(path, f"{name}.json")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(dict(benchmark=name, env=environment(), rows=rows, **extra), f, indent=1)
+    os.replace(tmp, out)
+
+
+def print_table(rows: list[dict], cols: list[str]) -> None:
+    cells = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.4g}"
+              for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for x in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)))

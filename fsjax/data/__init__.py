@@ -1,0 +1,115 @@
+"""Data sets, offline first.
+
+``load(name, data_dir='', limit=0)`` returns a :class:`Dataset` of uint8 NHWC numpy arrays:
+
+- ``fashion_mnist``: the Debian ``dataset-fashion-mnist`` files through the project's TFDS
+  builder (no TensorFlow, no download).
+- ``cifar10``: the JPEG copy in ``split/class/*.jpg`` folders or ``train/test.tar.gz``.
+- ``tfds:<name>`` (``tfds:cifar10``, ``tfds:cifar100``, ...): TFDS catalogue data for users who
+  have TensorFlow and the prepared data (``data_dir`` is the TFDS data dir).
+- ``synthetic``: random images with learnable labels, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from fsjax.data import cifar_jpeg, fashion_mnist
+
+DATASETS = ("fashion_mnist", "cifar10", "synthetic", "tfds:<name>")
+
+MEAN_STD = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    train_images: np.ndarray  # (N, H, W, C) uint8
+    train_labels: np.ndarray  # (N,) int32
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    mean: tuple
+    std: tuple
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+    def nbytes(self) -> int:
+        return self.train_images.nbytes + self.test_images.nbytes
+
+
+def _tfds_dir(data_dir: str) -> str:
+    return data_dir or os.environ.get("TFDS_DATA_DIR", "") or os.path.join(
+        os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def _load_tfds(name: str, data_dir: str):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ValueError(f"dataset 'tfds:{name}' needs tensorflow-datasets ({e})") from None
+    try:
+        b = tfds.builder(name, data_dir=_tfds_dir(data_dir))
+        if not b.is_prepared():
+            raise ValueError(
+                f"TFDS data set {name!r} is not prepared in {_tfds_dir(data_dir)}; prepare it "
+                f"with TensorFlow and internet (`tfds build {name}`), or for imagenet2012 put the "
+                f"archives in the manual dir first")
+        out = {}
+        for split in ("train", "test"):
+            ds = tfds.as_numpy(b.as_dataset(split=split, batch_size=-1))
+            out[split] = (np.asarray(ds["image"], np.uint8), np.asarray(ds["label"], np.int32))
+        return out, b.info.features["label"].num_classes
+    except ValueError:
+        raise
+    except Exception as e:  # TFDS raises many types (missing TensorFlow, unknown name, ...)
+        raise ValueError(f"dataset 'tfds:{name}' is not available here: {e}") from None
+
+
+def _synthetic(limit: int, shape=(32, 32, 3), classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    n = limit or 512
+    protos = rng.integers(0, 256, size=(classes, *shape))
+    def make(m):
+        y = rng.integers(0, classes, size=m).astype(np.int32)
+        noise = rng.integers(-40, 41, size=(m, *shape))
+        return np.clip(protos[y] + noise, 0, 255).astype(np.uint8), y
+    return {"train": make(n), "test": make(max(n // 4, 64))}, classes
+
+
+def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "") -> Dataset:
+    """Load a data set into host memory. ``limit`` > 0 keeps the first ``limit`` train and
+    ``limit // 4`` (at least 64) test examples (for quick tests)."""
+    if name == "fashion_mnist":
+        tdir = tfds_data_dir or os.path.join(_tfds_dir(""), "fsjax")
+        splits = {s: fashion_mnist.load(s, tdir, data_dir) for s in ("train", "test")}
+        classes = 10
+    elif name == "cifar10":
+        splits = {s: cifar_jpeg.load(s, data_dir) for s in ("train", "test")}
+        classes = 10
+    elif name == "synthetic":
+        splits, classes = _synthetic(limit)
+    elif name.startswith("tfds:") and len(name) > 5:
+        splits, classes = _load_tfds(name[5:], data_dir)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+    if limit:
+        xtr, ytr = xtr[:limit], ytr[:limit]
+        xte, yte = xte[: max(limit // 4, 64)], yte[: max(limit // 4, 64)]
+    key = name.split(":")[-1]
+    if key in MEAN_STD:
+        mean, std = MEAN_STD[key]
+    else:
+        x = xtr[:10000].astype(np.float64) / 255
+        mean, std = tuple(x.mean((0, 1, 2))), tuple(x.std((0, 1, 2)) + 1e-6)
+    return Dataset(name, xtr, ytr, xte, yte, classes, tuple(mean), tuple(std))

@@ -1,0 +1,180 @@
+"""Model metadata, rebuild, and the compressed export format.
+
+``meta`` (JSON) = ``{"model", "model_kw", "conv" (ConvFactory options), "num_classes",
+"layers": [ConvSpec dicts, DFS layers with their learned "locations"], ...}``: enough to rebuild
+the architecture, including frozen DFS layers (FS with learned offsets) and pruned widths.
+
+The export writes the *stored* parameters only (FS vectors, shared kernels, locations, BN and
+FC), never materialised kernels: ``<path>.npz`` + ``<path>.json``, each written to a temporary
+file and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from fsjax import models
+from fsjax.nn.conv import DFSConv, FSConv, _Conv
+from fsjax.spec import ConvSpec
+
+__all__ = ["describe", "build", "apply_layer_meta", "copy_matching", "save", "load",
+           "load_state", "flatten", "unflatten"]
+
+
+def conv_layers(model: nnx.Module):
+    """``(path, layer)`` for every fsjax conv in ``model``."""
+    return [(tuple(p), n) for p, n in nnx.iter_graph(model) if isinstance(n, _Conv) and p]
+
+
+def describe(model: nnx.Module) -> list[dict]:
+    out = []
+    for path, layer in conv_layers(model):
+        d = layer.spec.to_dict()
+        d["path"] = [p if isinstance(p, int) else str(p) for p in path]
+        if isinstance(layer, DFSConv):
+            d["locations"] = np.asarray(jax.device_get(layer.location_values())).tolist()
+            d["location_mode"] = layer.location_mode
+        out.append(d)
+    return out
+
+
+def _set(model, path, value):
+    parent = model
+    for p in path[:-1]:
+        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = value
+    else:
+        setattr(parent, path[-1], value)
+
+
+def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:
+    """Make ``model``'s conv layers match recorded specs (frozen DFS -> FS with its offsets,
+    custom FS offsets). Parameters are re-created; load them afterwards."""
+    current = {tuple(p): layer for p, layer in conv_layers(model)}
+    for d in layers:
+        path = tuple(d["path"])
+        layer = current.get(path)
+        spec = ConvSpec.from_dict({k: v for k, v in d.items()
+                                   if k not in ("path", "locations", "location_mode")})
+        if layer is None:
+            raise ValueError(f"layer {'.'.join(map(str, path))} in the metadata is not in the "
+                             f"rebuilt model; the metadata belongs to another architecture")
+        if layer.spec == spec:
+            continue
+        if spec.kind == "fs" and layer.spec.kind in ("fs", "dfs"):
+            s = spec
+            new = FSConv(s.in_features, s.out_features, s.kernel_size, strides=s.strides,
+                         padding=s.padding, kernel_dilation=s.dilation,
+                         feature_group_count=s.feature_group_count, use_bias=s.use_bias,
+                         dtype=layer.dtype, param_dtype=layer.param_dtype, name=s.name,
+                         compression=s.compression, offsets=s.offsets, rngs=nnx.Rngs(0))
+            _set(model, path, new)
+        else:
+            raise ValueError(f"layer {spec.name!r}: metadata says {spec.kind} {spec.kernel_shape}"
+                             f" but the rebuilt model has {layer.spec.kind} "
+                             f"{layer.spec.kernel_shape}")
+
+
+def build(meta: dict, dtype=None) -> nnx.Module:
+    """Rebuild the architecture described by ``meta`` (parameters freshly initialised)."""
+    conv = dict(meta.get("conv", {}))
+    conv["overrides"] = dict(conv.get("overrides", {}))
+    factory = models.ConvFactory(dtype=dtype, **conv)
+    model = models.create(meta["model"], num_classes=meta["num_classes"], conv=factory,
+                          **meta.get("model_kw", {}))
+    apply_layer_meta(model, meta.get("layers", []))
+    return model
+
+
+def flatten(tree, prefix="") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "/"))
+        else:
+            out[key] = np.asarray(jax.device_get(v))
+    return out
+
+
+def unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        parts = key.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(int(p) if p.isdigit() else p, {})
+        last = parts[-1]
+        node[int(last) if last.isdigit() else last] = v
+    return out
+
+
+def save(path: str, model: nnx.Module, meta: dict) -> tuple[str, str]:
+    """Write the stored parameters (``.npz``) and metadata (``.json``); returns both paths."""
+    meta = dict(meta, layers=describe(model))
+    arrays = flatten({"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+                      "stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    npz, js = path + ".npz", path + ".json"
+    np.savez(npz + ".tmp.npz", **arrays)
+    with open(js + ".tmp", "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(npz + ".tmp.npz", npz)
+    os.replace(js + ".tmp", js)
+    return npz, js
+
+
+def load_state(model: nnx.Module, params: dict, stats: dict | None = None) -> nnx.Module:
+    """Copy pure-dict ``params``/``stats`` into ``model`` (shapes must match)."""
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    if stats:
+        s = nnx.state(model, nnx.BatchStat)
+        nnx.replace_by_pure_dict(s, stats)
+        nnx.update(model, s)
+    return model
+
+
+def copy_matching(dst: nnx.Module, src: nnx.Module) -> None:
+    """Copy every parameter and batch statistic of ``src`` into ``dst`` where the path and shape
+    match (BN, FC, biases, same-kind convs)."""
+    for kind in (nnx.Param, nnx.BatchStat):
+        d = nnx.to_pure_dict(nnx.state(dst, kind))
+        s = nnx.to_pure_dict(nnx.state(src, kind))
+
+        def merge(d, s):
+            out = {}
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    out[k] = merge(v, s.get(k, {}) if isinstance(s.get(k), dict) else {})
+                elif k in s and not isinstance(s[k], dict) and np.shape(s[k]) == np.shape(v):
+                    out[k] = s[k]
+                else:
+                    out[k] = v
+            return out
+
+        state = nnx.state(dst, kind)
+        nnx.replace_by_pure_dict(state, merge(d, s))
+        nnx.update(dst, state)
+
+
+def load(path: str, dtype=None) -> tuple[nnx.Module, dict]:
+    """Rebuild a model from :func:`save` output alone; returns ``(model, meta)``."""
+    js, npz = path + ".json", path + ".npz"
+    for f in (js, npz):
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"export file {f} is missing")
+    with open(js) as f:
+        meta = json.load(f)
+    model = build(meta, dtype)
+    with np.load(npz) as z:
+        tree = unflatten({k: z[k] for k in z.files})
+    load_state(model, tree.get("params", {}), tree.get("stats", {}))
+    return model, meta

@@ -1,0 +1,51 @@
+"""Train a model: ``python -m train.main --config configs/<...>.py [--config.key=value ...]
+[--workdir DIR]``. With no arguments it runs the embedded default (configs/default.py) in
+``runs/default`` and prints a results table. Re-running the same command resumes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "default.py")
+CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "config file (get_config())",
+                                         lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<config name>)")
+
+
+def _distributed_init():
+    """Multi-host: initialise when a cluster environment is present."""
+    import jax
+
+    if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
+                                     "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")):
+        try:
+            jax.distributed.initialize()
+        except (RuntimeError, ValueError) as e:
+            print(f"jax.distributed.initialize() skipped: {e}", file=sys.stderr)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _distributed_init()
+    from train.trainer import run
+
+    c = CONFIG.value
+    workdir = WORKDIR.value or os.path.join(
+        "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].value.split(":")[0]
+                                                  if isinstance(flags.FLAGS["config"].value, str)
+                                                  else "default"))[0])
+    try:
+        run(c, workdir)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

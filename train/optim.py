@@ -1,0 +1,89 @@
+"""Learning-rate schedules and the optimizer (weights / DFS locations / WKSC weights split)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from fsjax.nn import Location, ShareWeight
+
+
+def schedule(c, steps_per_epoch: int):
+    """Learning rate per step for ``c.schedule`` (see configlib.SCHEDULES).
+
+    step: FSNet's decay (lr x factor at each decay point, fractions of training);
+    cyclic: FSNet's restarts (the step schedule repeated ``cycles`` times; weights and
+    optimizer state carry over); cosine and onecycle (linear up, cosine down) with warm-up.
+    """
+    s, lr = c.schedule, c.optimizer.lr
+    total = c.num_epochs * steps_per_epoch
+    warm = int(s.warmup_epochs * steps_per_epoch)
+    final = lr * s.final_lr_fraction
+
+    def step_decay(length):
+        bounds = {int(p * length): s.decay_factor for p in s.decay_points}
+        return optax.piecewise_constant_schedule(lr, bounds)
+
+    if s.name == "constant":
+        main = optax.constant_schedule(lr)
+    elif s.name == "step":
+        main = step_decay(total - warm)
+    elif s.name == "cyclic":
+        cycle = total // s.cycles
+        one = step_decay(cycle)
+        main = lambda t: one(jnp.minimum(t % cycle if cycle else t, cycle))
+    elif s.name == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(total - warm, 1), alpha=s.final_lr_fraction)
+    elif s.name == "onecycle":
+        warm = max(warm, int(0.3 * total)) if s.warmup_epochs == 0 else warm
+        return optax.join_schedules([optax.linear_schedule(lr / 25, lr, max(warm, 1)),
+                                     optax.cosine_decay_schedule(lr, max(total - warm, 1),
+                                                                 alpha=final / lr)], [warm])
+    else:
+        raise ValueError(f"config.schedule.name {s.name!r} is not valid")
+    if warm:
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+    return main
+
+
+def _tx(name, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
+    if name == "sgd":
+        chain = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+        return optax.chain(*chain, optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
+    if name == "adam":
+        chain = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+        return optax.chain(*chain, optax.adam(lr))
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {name!r} is not valid; valid: sgd, adam, adamw")
+
+
+def param_labels(model: nnx.Module, frozen_locations: bool = False):
+    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'frozen') per parameter."""
+    state = nnx.state(model, nnx.Param)
+
+    def label(v):
+        if isinstance(v, Location):
+            return "frozen" if frozen_locations else "locations"
+        if isinstance(v, ShareWeight):
+            return "share"
+        return "weights"
+
+    return nnx.to_pure_dict(jax.tree.map(label, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def make_optimizer(c, model: nnx.Module, steps_per_epoch: int, frozen_locations=False):
+    """optax transform over the model's pure-dict parameters; returns (tx, lr_schedule)."""
+    o = c.optimizer
+    lr = schedule(c, steps_per_epoch)
+    weights = _tx(o.name, lr, o.momentum, o.nesterov, o.weight_decay)
+    if o.grad_clip:
+        weights = optax.chain(optax.clip_by_global_norm(o.grad_clip), weights)
+    txs = {"weights": weights,
+           "locations": _tx(c.locations.optimizer, c.locations.lr),
+           "share": _tx(c.share.optimizer, c.share.lr, weight_decay=c.share.weight_decay),
+           "frozen": optax.set_to_zero()}
+    labels = param_labels(model, frozen_locations)
+    return optax.multi_transform(txs, labels), lr

@@ -1,0 +1,84 @@
+"""Progress bar (epochs, steps, images/s, loss, ETA), JSON-lines metrics, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+class Progress:
+    """A one-line bar on a terminal; one line per epoch otherwise (logs stay readable)."""
+
+    def __init__(self, total_epochs: int, steps_per_epoch: int, batch: int, enabled=True,
+                 stream=None):
+        self.total_epochs, self.steps, self.batch = total_epochs, steps_per_epoch, batch
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.run_start = time.perf_counter()
+        self.epochs_timed: list[float] = []
+
+    def start_epoch(self, epoch: int):
+        self.epoch, self.t0 = epoch, time.perf_counter()
+
+    def update(self, step: int, loss: float):
+        if not self.tty:
+            return
+        el = time.perf_counter() - self.t0
+        ips = step * self.batch / max(el, 1e-9)
+        eta = (self.steps - step) * el / max(step, 1)
+        width = 24
+        fill = int(width * step / self.steps)
+        self.stream.write(f"\repoch {self.epoch + 1}/{self.total_epochs} "
+                          f"[{'#' * fill}{'.' * (width - fill)}] {step}/{self.steps} "
+                          f"loss {loss:.4f} {ips:,.0f} img/s eta {eta:.0f}s   ")
+        self.stream.flush()
+
+    def end_epoch(self, summary: str) -> float:
+        el = time.perf_counter() - self.t0
+        self.epochs_timed.append(el)
+        if self.enabled:
+            left = (self.total_epochs - self.epoch - 1) * el
+            self.stream.write(("\r" if self.tty else "") +
+                              f"epoch {self.epoch + 1}/{self.total_epochs} {summary} "
+                              f"({el:.1f}s, eta {left:.0f}s)" + " " * 8 + "\n")
+            self.stream.flush()
+        return el
+
+
+class MetricsLog:
+    """``workdir/metrics.jsonl``; on resume, lines past the restored epoch are dropped."""
+
+    def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        kept = [r for r in self.read(self.path) if r.get("epoch", 0) <= resume_epoch]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, self.path)
+        self.tb = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise ValueError("config.tensorboard=True needs the tensorboardX package "
+                                 "(pip install tensorboardX)") from None
+            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    @staticmethod
+    def read(path: str) -> list[dict]:
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def write(self, record: dict):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, record["epoch"])
+            self.tb.flush()

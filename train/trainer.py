@@ -1,0 +1,318 @@
+"""The training run: config -> data -> model -> epochs with checkpoints -> results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fsjax import data as fdata
+from fsjax import export, quant, report
+from fsjax.nn import DFSConv
+from train import configlib
+from train.ckpt import Checkpoints
+from train.loop import Runner, check_batch, make_mesh
+from train.model_fn import ModelFn, make_eval_step, make_train_step
+from train.optim import make_optimizer
+from train.progress import MetricsLog, Progress
+from train.results import plot_curves, results_table, write_results
+
+
+def compute_dtype(c) -> jnp.dtype:
+    if c.compute_dtype == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return jnp.dtype(c.compute_dtype)
+
+
+def model_meta(c, num_classes: int) -> dict:
+    conv = c.conv.to_dict()
+    return dict(model=c.model, model_kw=c.model_kw.to_dict(), conv=conv, num_classes=num_classes)
+
+
+def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None):
+    meta = model_meta(c, num_classes)
+    meta["model_kw"] = dict(meta["model_kw"], in_channels=in_channels)
+    if layers:
+        meta["layers"] = layers
+    return export.build(meta, dtype), meta
+
+
+def _init_from_dense(model, workdir: str):
+    """Start from a trained dense run: BN, FC and any same-shaped parameters are copied, conv
+    kernels are projected (FS/DFS: least-squares ``fs_project``; KS/WKS: group mean)."""
+    from fsjax.ops import fs_project, ks_project
+
+    src = Checkpoints(workdir)
+    step = src.best_step() or src.latest_step()
+    if step is None:
+        raise ValueError(f"config.init_from: no checkpoint in {workdir}")
+    meta = src.restore_meta(step)
+    dense = export.build(meta)
+    p, s = ModelFn.initial(dense)
+    state, _ = src.restore(step, dict(params=p, stats=s))
+    src.close()
+    export.load_state(dense, state["params"], state["stats"])
+    export.copy_matching(model, dense)
+    src_layers = dict(export.conv_layers(dense))
+    for path, layer in export.conv_layers(model):
+        k = src_layers[path].dense_kernel()
+        if layer.spec.kind in ("fs", "dfs"):
+            layer.fs[...] = fs_project(k, layer.spec.length, layer.spec.np_offsets())
+        elif layer.spec.kind in ("ks", "wks"):
+            layer.kernel[...] = ks_project(k, layer.spec.groups)
+    return model
+
+
+def _check_workdir_config(workdir: str, c) -> None:
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(c.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        keys = ("model", "model_kw", "conv", "dataset", "batch_size", "num_epochs", "seed",
+                "quant")
+        diff = [k for k in keys if old.get(k) != new.get(k)]
+        if diff:
+            raise ValueError(
+                f"workdir {workdir} holds a run with a different config ({', '.join(diff)} "
+                f"differ); use another --workdir to start a new run")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(new, f, indent=1)
+    os.replace(tmp, path)
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next chunk, keeping the last
+    checkpoint (at most the current epoch is lost)."""
+
+    def __init__(self):
+        self.signal = None
+        self.old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | None = None) -> dict:
+    """Train (or resume) the run described by ``c`` in ``workdir``; returns the results dict.
+
+    ``stop_after_epochs`` stops the loop early (tests simulate an interruption with it).
+    """
+    t_start = time.perf_counter()
+    configlib.validate(c)
+    mesh = make_mesh()
+    check_batch(c.batch_size, mesh)
+    check_batch(c.eval_batch_size, mesh, "eval_batch_size")
+    os.makedirs(workdir, exist_ok=True)
+    _check_workdir_config(workdir, c)
+
+    ds = fdata.load(c.dataset, c.data_dir, c.data_limit)
+    n_train = len(ds.train_labels)
+    steps = n_train // c.batch_size
+    if steps == 0:
+        raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
+                         f"examples")
+    dtype = compute_dtype(c)
+    model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
+    if c.init_from and ckpt_absent(workdir):
+        _init_from_dense(model, c.init_from)
+    qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
+
+    ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
+    latest = ckpts.latest_step()
+    start_epoch = 0
+    if latest is not None:
+        saved = ckpts.restore_meta(latest)
+        if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
+            model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
+                                      saved["layers"])
+        start_epoch = saved["epoch"]
+    frozen = (c.conv.kind == "dfs" and 0 <= c.locations.freeze_epoch <= start_epoch)
+    fn, tx, lr_fn, ts = _setup(model, c, steps, frozen)
+    if latest is not None:
+        restored, _ = ckpts.restore(latest, _host_state(ts))
+        ts = restored
+    param_tf = None
+    if qcfg:
+        entries = quant.plan(model, qcfg)
+        param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
+
+    runner = Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf),
+                    make_eval_step(fn, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
+                    mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
+    ts = jax.device_put(ts, runner.repl)
+    train_data = (runner.put_replicated(ds.train_images, ds.train_labels) if runner.on_device
+                  else (ds.train_images, ds.train_labels))
+    eval_data = runner.put_eval(ds.test_images, ds.test_labels)
+    log = MetricsLog(workdir, start_epoch, c.tensorboard)
+    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress)
+    end_epoch = c.num_epochs if stop_after_epochs is None else min(
+        c.num_epochs, start_epoch + stop_after_epochs)
+    if start_epoch and c.progress:
+        print(f"resumed from {ckpts.dir} at epoch {start_epoch}", flush=True)
+
+    with _Stop() as stop:
+        for epoch in range(start_epoch, end_epoch):
+            if c.conv.kind == "dfs" and epoch == c.locations.freeze_epoch and not frozen:
+                model, fn, tx, ts, runner = _freeze(model, fn, ts, c, steps, ds, dtype, mesh,
+                                                    param_tf)
+                meta["layers"] = export.describe(model)
+                frozen = True
+            bar.start_epoch(epoch)
+            acc = {"loss": 0.0, "correct": 0, "count": 0}
+
+            def on_chunk(done, m, acc=acc, epoch=epoch):
+                for k in acc:
+                    acc[k] += m[k]
+                loss = acc["loss"] / max(acc["count"], 1)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss} in epoch {epoch + 1} (step {done}); the "
+                        f"last good checkpoint in {ckpts.dir} is kept. Lower config.optimizer.lr"
+                        f" or set config.optimizer.grad_clip.")
+                bar.update(done, loss)
+                return stop.signal is None
+
+            ts, finished = runner.train_epoch(ts, train_data, n_train, c.seed, epoch,
+                                              c.steps_per_call, on_chunk)
+            if not finished:
+                ckpts.wait()
+                print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; the last "
+                      f"checkpoint (epoch {epoch}) is in {ckpts.dir}. Re-run the same command "
+                      f"to resume.", flush=True)
+                ckpts.close()
+                raise SystemExit(128 + int(stop.signal))
+            ev = runner.evaluate(ts["params"], ts["stats"], eval_data)
+            rec = dict(epoch=epoch + 1, step=int(ts["step"]),
+                       lr=float(lr_fn(int(ts["step"]) - 1)),
+                       train_loss=acc["loss"] / acc["count"],
+                       train_accuracy=acc["correct"] / acc["count"],
+                       test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+            el = bar.end_epoch(f"loss {rec['train_loss']:.4f} train {100 * rec['train_accuracy']:.2f}%"
+                               f" test {100 * ev['accuracy']:.2f}%")
+            rec["epoch_s"] = el
+            rec["images_per_s"] = steps * c.batch_size / el
+            log.write(rec)
+            _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
+    ckpts.wait()
+    records = log.read(log.path)
+    result = _results(c, workdir, model, fn, ts, ds, records, bar, t_start)
+    ckpts.close()
+    return result
+
+
+def ckpt_absent(workdir: str) -> bool:
+    d = os.path.join(workdir, "checkpoints")
+    return not os.path.isdir(d) or not any(n.isdigit() for n in os.listdir(d))
+
+
+def _setup(model, c, steps, frozen):
+    fn = ModelFn.create(model)
+    tx, lr_fn = make_optimizer(c, model, steps, frozen_locations=frozen)
+    params, stats = ModelFn.initial(model)
+    ts = dict(params=params, stats=stats, opt=tx.init(params), step=jnp.zeros((), jnp.int32))
+    return fn, tx, lr_fn, ts
+
+
+def _host_state(ts):
+    return jax.tree.map(lambda x: np.asarray(x) if not isinstance(x, np.ndarray) else x, ts)
+
+
+def _on_device(c, ds) -> bool:
+    if c.on_device != "auto":
+        return bool(c.on_device)
+    if jax.process_count() > 1:
+        return False
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        limit = stats.get("bytes_limit", 0)
+    except Exception:  # backends without memory stats (CPU)
+        limit = 0
+    return ds.nbytes() < (0.25 * limit if limit else 8 << 30)
+
+
+def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
+    """Round DFS locations to integers: DFS layers become FS layers; the weights' optimizer
+    state carries over by parameter path."""
+    from fsjax.export import conv_layers, load_state
+
+    load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
+    for path, layer in conv_layers(model):
+        if isinstance(layer, DFSConv):
+            export._set(model, path, layer.to_fs())
+    fn2, tx, _, ts2 = _setup(model, c, steps, True)
+    old = {jax.tree_util.keystr(p): v for p, v in
+           jax.tree_util.tree_flatten_with_path(jax.device_get(ts["opt"]))[0]}
+    opt = jax.tree_util.tree_map_with_path(
+        lambda p, v: old.get(jax.tree_util.keystr(p), v)
+        if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, ts2["opt"])
+    ts2 = dict(ts2, opt=opt, step=ts["step"])
+    runner = Runner(make_train_step(fn2, tx, c, ds.mean, ds.std, dtype, param_tf),
+                    make_eval_step(fn2, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
+                    mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
+    return model, fn2, tx, jax.device_put(ts2, runner.repl), runner
+
+
+def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
+    from fsjax.export import load_state
+
+    load_state(model, jax.device_get(ts["params"]), None)
+    m = dict(meta, epoch=epoch, metrics=dict(accuracy=rec["test_accuracy"],
+                                             loss=rec["test_loss"]),
+             layers=export.describe(model), config=json.loads(c.to_json_best_effort()),
+             in_channels=ds.image_shape[-1], mean=list(ds.mean), std=list(ds.std))
+    if c.quant.bits:
+        m["quant"] = c.quant.to_dict()
+    ckpts.save(epoch, _host_state(jax.device_get(ts)), m, dict(accuracy=rec["test_accuracy"]))
+
+
+def _results(c, workdir, model, fn, ts, ds, records, bar, t_start) -> dict:
+    from fsjax.export import load_state
+
+    load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
+    _, totals = report.report(model, ds.image_shape)
+    best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
+    timed = bar.epochs_timed[1:] or bar.epochs_timed  # the first epoch includes compilation
+    ips = (len(ds.train_labels) // c.batch_size) * c.batch_size / statistics.median(timed) \
+        if timed else float("nan")
+    r = dict(model=c.model, conv=c.conv.kind if c.conv.kind not in ("fs", "dfs") else
+             f"{c.conv.kind} rho={c.conv.compression:g}", dataset=c.dataset,
+             accuracy=records[-1]["test_accuracy"] if records else float("nan"),
+             best_accuracy=best.get("test_accuracy", float("nan")),
+             best_epoch=best.get("epoch", 0), epochs=len(records),
+             first_epoch_s=bar.epochs_timed[0] if bar.epochs_timed else float("nan"),
+             images_per_s=ips, wall_s=time.perf_counter() - t_start,
+             device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
+             compute_dtype=str(compute_dtype(c)), **totals)
+    write_results(workdir, r)
+    plot_curves(workdir, records)
+    if c.progress:
+        print(results_table(r), flush=True)
+    return r
+
+
+__all__ = ["run", "build_model", "compute_dtype", "optax"]
