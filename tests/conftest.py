@@ -1,7 +1,10 @@
 import os
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# tests never write into the user's TFDS data dir or cache
+os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="fsjax-tfds-")
+os.environ["FSJAX_CACHE"] = tempfile.mkdtemp(prefix="fsjax-cache-")
 
 import jax  # noqa: E402
 

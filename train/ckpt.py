@@ -72,6 +72,16 @@ class Checkpoints:
                 f"directory away to start afresh.") from None
         return out["state"], out["meta"]
 
+    def restore_arrays(self, step: int) -> dict:
+        """The saved state as host arrays in its saved structure (no target needed)."""
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore()))
+        except Exception as e:  # see restore()
+            raise RuntimeError(f"checkpoint step {step} in {self.dir} failed to restore "
+                               f"({type(e).__name__}: {e})") from None
+        return jax.tree.map(np.asarray, out["state"])
+
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()

@@ -15,6 +15,9 @@ from fsjax.spec import KINDS
 SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
+MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
+                 "stem_stride", "dropout", "growth", "depth", "depths", "cells", "channels", "genotype",
+                 "auxiliary", "drop_path")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -24,7 +27,9 @@ def base() -> ml_collections.ConfigDict:
     c.data_dir = ""          # CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir
     c.data_limit = 0         # >0: use only this many training examples (quick runs, tests)
     c.model = "resnet20"
-    c.model_kw = ml_collections.ConfigDict({}, type_safe=False)  # model options (stem, width, ..)
+    # model options; None = the model's default. See fsjax.models for which model takes which.
+    c.model_kw = ml_collections.ConfigDict(
+        {k: ml_collections.config_dict.placeholder(object) for k in MODEL_OPTIONS})
     c.conv = ml_collections.ConfigDict(dict(
         kind="fs", compression=4.0, group_size=4, location_mode="wrap", alpha_mode="input",
         min_params=0))

@@ -35,7 +35,8 @@ def compute_dtype(c) -> jnp.dtype:
 
 def model_meta(c, num_classes: int) -> dict:
     conv = c.conv.to_dict()
-    return dict(model=c.model, model_kw=c.model_kw.to_dict(), conv=conv, num_classes=num_classes)
+    model_kw = {k: v for k, v in c.model_kw.to_dict().items() if v is not None}
+    return dict(model=c.model, model_kw=model_kw, conv=conv, num_classes=num_classes)
 
 
 def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None):
@@ -57,8 +58,7 @@ def _init_from_dense(model, workdir: str):
         raise ValueError(f"config.init_from: no checkpoint in {workdir}")
     meta = src.restore_meta(step)
     dense = export.build(meta)
-    p, s = ModelFn.initial(dense)
-    state, _ = src.restore(step, dict(params=p, stats=s))
+    state = src.restore_arrays(step)
     src.close()
     export.load_state(dense, state["params"], state["stats"])
     export.copy_matching(model, dense)
@@ -78,8 +78,9 @@ def _check_workdir_config(workdir: str, c) -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        keys = ("model", "model_kw", "conv", "dataset", "batch_size", "num_epochs", "seed",
-                "quant")
+        # what makes the checkpoints incompatible or the run a different experiment; others
+        # (epochs, learning rate, ...) may change on resume, e.g. to extend a run
+        keys = ("model", "model_kw", "conv", "dataset", "batch_size", "seed", "quant")
         diff = [k for k in keys if old.get(k) != new.get(k)]
         if diff:
             raise ValueError(
@@ -140,9 +141,16 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
     if c.init_from and ckpt_absent(workdir):
         _init_from_dense(model, c.init_from)
-    qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
-
     ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
+    try:
+        return _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train,
+                      stop_after_epochs, t_start)
+    finally:
+        ckpts.close()
+
+
+def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop_after_epochs,
+           t_start):
     latest = ckpts.latest_step()
     start_epoch = 0
     if latest is not None:
@@ -157,6 +165,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         restored, _ = ckpts.restore(latest, _host_state(ts))
         ts = restored
     param_tf = None
+    qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
     if qcfg:
         entries = quant.plan(model, qcfg)
         param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
@@ -204,7 +213,6 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
                 print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; the last "
                       f"checkpoint (epoch {epoch}) is in {ckpts.dir}. Re-run the same command "
                       f"to resume.", flush=True)
-                ckpts.close()
                 raise SystemExit(128 + int(stop.signal))
             ev = runner.evaluate(ts["params"], ts["stats"], eval_data)
             rec = dict(epoch=epoch + 1, step=int(ts["step"]),
@@ -220,9 +228,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
             _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
     ckpts.wait()
     records = log.read(log.path)
-    result = _results(c, workdir, model, fn, ts, ds, records, bar, t_start)
-    ckpts.close()
-    return result
+    return _results(c, workdir, model, fn, ts, ds, records, bar, t_start)
 
 
 def ckpt_absent(workdir: str) -> bool:
@@ -284,7 +290,8 @@ def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
     m = dict(meta, epoch=epoch, metrics=dict(accuracy=rec["test_accuracy"],
                                              loss=rec["test_loss"]),
              layers=export.describe(model), config=json.loads(c.to_json_best_effort()),
-             in_channels=ds.image_shape[-1], mean=list(ds.mean), std=list(ds.std))
+             in_channels=ds.image_shape[-1], input_shape=list(ds.image_shape),
+             mean=list(ds.mean), std=list(ds.std))
     if c.quant.bits:
         m["quant"] = c.quant.to_dict()
     ckpts.save(epoch, _host_state(jax.device_get(ts)), m, dict(accuracy=rec["test_accuracy"]))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -90,7 +91,11 @@ def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "")
     """Load a data set into host memory. ``limit`` > 0 keeps the first ``limit`` train and
     ``limit // 4`` (at least 64) test examples (for quick tests)."""
     if name == "fashion_mnist":
-        tdir = tfds_data_dir or os.path.join(_tfds_dir(""), "fsjax")
+        # one prepared copy per source folder (the Debian one unless data_dir names another)
+        src = os.path.abspath(fashion_mnist.source_dir(data_dir))
+        tag = "debian" if src == fashion_mnist.DEBIAN_DIR else hashlib.sha1(
+            src.encode()).hexdigest()[:10]
+        tdir = tfds_data_dir or os.path.join(_tfds_dir(""), "fsjax", tag)
         splits = {s: fashion_mnist.load(s, tdir, data_dir) for s in ("train", "test")}
         classes = 10
     elif name == "cifar10":

@@ -22,10 +22,10 @@ HOW_TO_GET = (f"pass config.data_dir or set ${ENV} to a folder that holds train/
 
 
 def find_root(data_dir: str = "") -> str:
-    """The CIFAR-10 JPEG folder: ``data_dir``, ``$FSJAX_CIFAR10``, or ``../shared/data/...``
-    next to the current directory (the development copy)."""
-    candidates = [data_dir, os.environ.get(ENV, ""),
-                  os.path.join("..", "shared", "data", "cifar10-jpeg")]
+    """The CIFAR-10 JPEG folder: ``data_dir`` if given (only it), else ``$FSJAX_CIFAR10``, else
+    ``../shared/data/cifar10-jpeg`` beside the current directory (the development copy)."""
+    candidates = [data_dir] if data_dir else [
+        os.environ.get(ENV, ""), os.path.join("..", "shared", "data", "cifar10-jpeg")]
     for c in candidates:
         if c and (os.path.isdir(os.path.join(c, "train")) or
                   os.path.exists(os.path.join(c, "train.tar.gz"))):

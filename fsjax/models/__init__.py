@@ -1,9 +1,10 @@
 """Model zoo. ``create(name, num_classes=..., conv=ConvFactory(...) | kind, **model_kw)``.
 
-Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``), resnet164 (CIFAR, bottleneck),
-resnet18/34/50 (``stem='imagenet'|'cifar'``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'``
-torchvision), vgg16 (``variant='cifar'|'imagenet'``), mobilenet_v1 (``width``,
-``stem_stride``), densenet_bc100.
+Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``, ``depth``),
+resnet164 (CIFAR, bottleneck), resnet18/34/50 (``stem='imagenet'|'cifar'``, ``depths``,
+``widths``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'`` torchvision), vgg16
+(``variant='cifar'|'imagenet'``, ``widths``), mobilenet_v1 (``width``, ``stem_stride``),
+densenet_bc100 (``depth``, ``growth``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ __all__ = ["MODELS", "create", "ConvFactory", "ConvBN", "batch_norm", "ResNet", 
            "MobileNetV1", "DenseNetBC"]
 
 
-def _cifar_resnet(depth, bottleneck=False):
-    def build(num_classes, shortcut="B", widths=(16, 32, 64), **kw):
+def _cifar_resnet(default_depth, bottleneck=False):
+    def build(num_classes, shortcut="B", widths=(16, 32, 64), depth=default_depth, **kw):
+        per = 9 if bottleneck else 6
+        if depth < per + 2 or (depth - 2) % per:
+            raise ValueError(f"CIFAR ResNet depth must be {per}n+2; got {depth}")
         if bottleneck:
             n = (depth - 2) // 9
             return ResNet("bottleneck", (n,) * 3, tuple(widths), num_classes, stem="cifar",
@@ -32,9 +36,9 @@ def _cifar_resnet(depth, bottleneck=False):
     return build
 
 
-def _resnet(block, depths):
-    def build(num_classes, stem="cifar", **kw):
-        return ResNet(block, depths, (64, 128, 256, 512), num_classes, stem=stem, **kw)
+def _resnet(block, default_depths):
+    def build(num_classes, stem="cifar", depths=default_depths, widths=(64, 128, 256, 512), **kw):
+        return ResNet(block, tuple(depths), tuple(widths), num_classes, stem=stem, **kw)
     return build
 
 
@@ -52,7 +56,8 @@ MODELS = {
     "resnet50": _resnet("bottleneck", (3, 4, 6, 3)),
     "vgg16": lambda num_classes, **kw: VGG(num_classes, **kw),
     "mobilenet_v1": lambda num_classes, **kw: MobileNetV1(num_classes, **kw),
-    "densenet_bc100": lambda num_classes, **kw: DenseNetBC(num_classes, depth=100, growth=12, **kw),
+    "densenet_bc100": lambda num_classes, depth=100, growth=12, **kw: DenseNetBC(
+        num_classes, depth=depth, growth=growth, **kw),
 }
 
 
