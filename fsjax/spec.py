@@ -25,10 +25,9 @@ _RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("fsjax_r
 
 @contextlib.contextmanager
 def record_calls():
-    """Collect ``(spec, input_shape, output_shape)`` of every fsjax conv called inside.
-
-    Used by :mod:`fsjax.report` under ``jax.eval_shape`` to count MACs at a given input size.
-    """
+    """Collect ``(spec, input, output)`` of every fsjax conv called inside (arrays, tracers or
+    shape structs). Used by :mod:`fsjax.report` under ``jax.eval_shape`` to count MACs, and by
+    :mod:`fsjax.prune` to capture a layer's input."""
     calls: list = []
     token = _RECORDER.set(calls)
     try:
@@ -179,7 +178,7 @@ class ConvSpec:
             y = ops.conv2d(x, kernel, bias, feature_group_count=self.feature_group_count, **kw)
         calls = _RECORDER.get()
         if calls is not None:
-            calls.append((self, tuple(x.shape), tuple(y.shape)))
+            calls.append((self, x, y))
         return y
 
     def materialize(self, stored, locations=None) -> jax.Array:

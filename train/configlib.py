@@ -16,8 +16,8 @@ SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
-                 "stem_stride", "dropout", "growth", "depth", "depths", "cells", "channels", "genotype",
-                 "auxiliary", "drop_path")
+                 "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
+                 "channels", "genotype", "auxiliary", "drop_path")
 
 
 def base() -> ml_collections.ConfigDict:

@@ -36,11 +36,14 @@ class Shortcut(nnx.Module):
 
 class BasicBlock(nnx.Module):
     expansion = 1
+    n_mid = 1
 
-    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on=None, *, rngs):
+    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on=None, mid=None,
+                 *, rngs):
         cout = width
-        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, width, 3, strides=stride, rngs=rngs)
-        self.conv2 = ConvBN(factory, f"{name}.conv2", width, cout, 3, act=False, rngs=rngs)
+        (m1,) = mid or (width,)
+        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, m1, 3, strides=stride, rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, cout, 3, act=False, rngs=rngs)
         self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
 
     def __call__(self, x):
@@ -49,13 +52,16 @@ class BasicBlock(nnx.Module):
 
 class Bottleneck(nnx.Module):
     expansion = 4
+    n_mid = 2
 
-    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on="3x3", *, rngs):
+    def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on="3x3", mid=None,
+                 *, rngs):
         cout = width * 4
+        m1, m2 = mid or (width, width)
         s1, s2 = (stride, 1) if stride_on == "1x1" else (1, stride)
-        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, width, 1, strides=s1, rngs=rngs)
-        self.conv2 = ConvBN(factory, f"{name}.conv2", width, width, 3, strides=s2, rngs=rngs)
-        self.conv3 = ConvBN(factory, f"{name}.conv3", width, cout, 1, act=False, rngs=rngs)
+        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, m1, 1, strides=s1, rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, m2, 3, strides=s2, rngs=rngs)
+        self.conv3 = ConvBN(factory, f"{name}.conv3", m2, cout, 1, act=False, rngs=rngs)
         self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
 
     def __call__(self, x):
@@ -69,10 +75,13 @@ class ResNet(nnx.Module):
       block: 'basic' or 'bottleneck'; depths: blocks per stage; widths: stage widths.
       stem: 'cifar' (3x3/1 conv) or 'imagenet' (7x7/2 conv + 3x3/2 max-pool).
       shortcut: 'A' or 'B'; stride_on: '1x1' or '3x3' (bottleneck only).
+      mid_widths: per block, the inner conv widths (basic: [conv1]; bottleneck: [conv1, conv2]);
+        ThiNet-pruned architectures. Default: the stage width.
     """
 
     def __init__(self, block, depths, widths, num_classes, *, stem="cifar", stem_width=None,
-                 shortcut="B", stride_on="3x3", in_channels=3, factory=ConvFactory(), rngs):
+                 shortcut="B", stride_on="3x3", in_channels=3, mid_widths=None,
+                 factory=ConvFactory(), rngs):
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck'; got {block!r}")
         if stem not in ("cifar", "imagenet"):
@@ -89,11 +98,16 @@ class ResNet(nnx.Module):
             self.stem = ConvBN(factory, "stem", in_channels, c, 7, strides=2, rngs=rngs)
         self.pool_stem = stem == "imagenet"
         blocks = []
+        n_blocks = sum(depths)
+        if mid_widths is not None and (len(mid_widths) != n_blocks or any(
+                len(m) != cls.n_mid for m in mid_widths)):
+            raise ValueError(f"mid_widths must list {n_blocks} blocks of {cls.n_mid} widths")
         for s, (depth, width) in enumerate(zip(depths, widths, strict=True)):
             for b in range(depth):
                 stride = 2 if (s > 0 and b == 0) else 1
+                mid = tuple(mid_widths[len(blocks)]) if mid_widths is not None else None
                 blocks.append(cls(factory, f"stage{s + 1}.block{b}", c, width, stride, shortcut,
-                                  stride_on, rngs=rngs))
+                                  stride_on, mid, rngs=rngs))
                 c = width * cls.expansion
         self.blocks = nnx.List(blocks)
         self.fc = classifier(factory, c, num_classes, rngs)

@@ -1,5 +1,6 @@
 """Pure jax.numpy functions: the single source of fsjax's math (shapes in the docstrings)."""
 
+from fsjax.ops import thinet  # noqa: F401  (module: sample_positions, gram)
 from fsjax.ops.conv import canonical_padding, conv2d, conv_output_hw, pair
 from fsjax.ops.fs import (
     check_kernel_shape,
@@ -28,8 +29,20 @@ from fsjax.ops.quant import (
     uniform_quantize,
     unpack_bits,
 )
+from fsjax.ops.thinet import (
+    contributions,
+    greedy_removal,
+    least_squares_scale,
+    select_channels,
+    stepwise_forward,
+)
 
 __all__ = [
+    "contributions",
+    "greedy_removal",
+    "least_squares_scale",
+    "select_channels",
+    "stepwise_forward",
     "channel_groups",
     "check_bits",
     "codebook_dequantize",

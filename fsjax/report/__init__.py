@@ -83,7 +83,7 @@ def layer_rows(model: nnx.Module, input_shape=(32, 32, 3), bits: dict | None = N
     size = _itemsize(model)
     rows, conv_params = [], 0
     for spec, xin, yout in _collect(model, input_shape):
-        macs, reuse = _conv_macs(spec, xin, yout)
+        macs, reuse = _conv_macs(spec, xin.shape, yout.shape)
         stored = spec.stored_params()
         conv_params += stored
         b = bits.get(spec.name, size * 8)

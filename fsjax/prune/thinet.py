@@ -1,0 +1,217 @@
+"""ThiNet filter pruning of zoo models: pick the channels layer i+1 needs, drop the other
+filters of layer i (and their BN channels), rescale layer i+1 by least squares, and rebuild a
+physically smaller model.
+
+Prunable pairs (the papers' choice): VGG-16 ``conv1_1 .. conv4_3`` (each with its next conv);
+ResNet basic blocks: ``conv1`` (-> ``conv2``); bottlenecks: ``conv1`` and ``conv2``
+(branch2a/2b, -> ``conv2``/``conv3``). Shortcuts and block outputs are never pruned.
+FS layers: pruning a filter of an FS layer would drop its segment and shrink the FS; not
+implemented -- prune the dense model, then convert (``fsjax.nn.convert`` / ``init_from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fsjax import export, ops
+from fsjax.ops.thinet import least_squares_scale, sample_positions, select_channels
+from fsjax.spec import record_calls
+
+__all__ = ["select_channels", "least_squares_scale", "Pair", "prunable_pairs", "prune_pair",
+           "CRITERIA", "keep_count"]
+
+CRITERIA = ("thinet", "thinet_stepwise", "random", "weight_sum", "apoz")
+VGG_DEFAULT = tuple(f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3))
+                    for i in range(1, n + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    producer: str   # conv whose filters are removed
+    consumer: str   # next conv, whose input channels are removed and rescaled
+    slot: tuple     # where the producer's width lives in model_kw: ("widths", i) or
+                    # ("mid_widths", block, j)
+
+
+def prunable_pairs(meta: dict, layers=None) -> list[Pair]:
+    """Pairs of ``meta['model']`` in forward order; ``layers`` filters producers (VGG default:
+    conv1_1..conv4_3; ResNets: all eligible)."""
+    name = meta["model"]
+    if name == "vgg16":
+        names = [f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+                 for i in range(1, n + 1)]
+        want = set(layers or VGG_DEFAULT)
+        return [Pair(a, b, ("widths", i)) for i, (a, b) in enumerate(zip(names[:-1], names[1:], strict=True))
+                if a in want]
+    if not name.startswith("resnet"):
+        raise ValueError(f"ThiNet pairs are defined for vgg16 and the ResNets; got {name!r}")
+    model = export.build(meta)
+    out = []
+    for bi, blk in enumerate(model.blocks):
+        prefix = blk.conv1.conv.spec.name.rsplit(".", 1)[0]
+        convs = ["conv1", "conv2"] + (["conv3"] if hasattr(blk, "conv3") else [])
+        for j in range(len(convs) - 1):
+            p = f"{prefix}.{convs[j]}"
+            if layers is None or p in layers:
+                out.append(Pair(p, f"{prefix}.{convs[j + 1]}", ("mid_widths", bi, j)))
+    return out
+
+
+def keep_count(channels: int, ratio: float) -> int:
+    """Channels kept when pruning ``ratio`` of them: ``floor(channels * (1 - ratio))``, at
+    least 1 (floor reproduces the published ThiNet architectures)."""
+    return max(1, int(np.floor(channels * (1 - ratio) + 1e-9)))
+
+
+def _find(model, name):
+    """(ConvBN-or-wrapper path, module) whose conv is named ``name``."""
+    for path, node in nnx.iter_graph(model):
+        conv = getattr(node, "conv", None)
+        if conv is not None and getattr(getattr(conv, "spec", None), "name", None) == name:
+            return tuple(path), node
+    raise ValueError(f"no conv named {name!r} in the model")
+
+
+def _capture_input(model, images, name, batch=256):
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def fwd(state, x):
+        m = nnx.merge(graphdef, state)
+        m.eval()
+        with record_calls() as calls:
+            m(x)
+        for spec, xin, _ in calls:
+            if spec.name == name:
+                return xin
+        raise ValueError(f"conv {name!r} was not called")
+
+    return jnp.concatenate([fwd(state, images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def _scores(criterion, producer, x_in, key):
+    c = x_in.shape[-1]
+    if criterion == "random":
+        return jax.random.uniform(key, (c,))
+    if criterion == "weight_sum":
+        return jnp.abs(producer.conv.dense_kernel()).sum((0, 1, 2))
+    if criterion == "apoz":  # keep the channels with the fewest zero activations
+        return -(x_in <= 0).mean((0, 1, 2))
+    raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+
+
+def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="thinet",
+               samples_per_image: int = 10, seed: int = 0):
+    """Prune one pair; returns ``(new_model, new_meta, kept indices)``.
+
+    ``images``: float input batch (already normalised) used to sample the consumer's input.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+    ppath, producer = _find(model, pair.producer)
+    cpath, consumer = _find(model, pair.consumer)
+    for layer in (producer.conv, consumer.conv):
+        if layer.spec.kind != "dense" or layer.spec.feature_group_count != 1:
+            raise ValueError(f"ThiNet prunes dense convs; {layer.spec.name!r} is "
+                             f"{layer.spec.kind} (prune the dense model, then convert)")
+    x_in = _capture_input(model, images, pair.consumer)
+    c = x_in.shape[-1]
+    keep = keep_count(c, ratio)
+    key = jax.random.fold_in(jax.random.key(seed), hash(pair.producer) % (2 ** 31))
+    w_kernel = consumer.conv.dense_kernel()
+    if criterion.startswith("thinet"):
+        s = consumer.conv.spec
+        if s.dilation != (1, 1) or not isinstance(s.padding, str):
+            raise ValueError(f"{s.name!r}: ThiNet sampling supports undilated SAME/VALID convs")
+        y_shape = (x_in.shape[1] + s.strides[0] - 1) // s.strides[0] if s.padding == "SAME" \
+            else (x_in.shape[1] - s.kernel_size[0]) // s.strides[0] + 1
+        x_shape = (x_in.shape[2] + s.strides[1] - 1) // s.strides[1] if s.padding == "SAME" \
+            else (x_in.shape[2] - s.kernel_size[1]) // s.strides[1] + 1
+        idx = sample_positions(key, x_in.shape[0], (y_shape, x_shape), s.out_features,
+                               samples_per_image)
+        x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
+        method = "stepwise" if criterion == "thinet_stepwise" else "greedy"
+        kept = select_channels(x_hat, keep, method)
+        scale = least_squares_scale(x_hat, x_hat.sum(1), kept)
+    else:
+        kept = np.sort(np.argsort(-np.asarray(_scores(criterion, producer, x_in, key)))[:keep])
+        kept = kept.astype(np.int32)
+        scale = jnp.ones(len(kept))
+    new_meta = _shrunk_meta(meta, pair, len(kept))
+    new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
+    export.copy_matching(new, model)
+    _, nprod = _find(new, pair.producer)
+    _, ncons = _find(new, pair.consumer)
+    nprod.conv.kernel[...] = producer.conv.kernel[...][..., kept]
+    if nprod.conv.bias is not None:
+        nprod.conv.bias[...] = producer.conv.bias[...][kept]
+    if getattr(nprod, "bn", None) is not None:
+        for attr in ("scale", "bias", "mean", "var"):
+            getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
+    ncons.conv.kernel[...] = (w_kernel[:, :, kept, :] *
+                              jnp.asarray(scale, w_kernel.dtype)[None, None, :, None])
+    if ncons.conv.bias is not None:
+        ncons.conv.bias[...] = consumer.conv.bias[...]
+    return new, new_meta, kept
+
+
+def _shrunk_meta(meta, pair, keep):
+    kw = dict(meta.get("model_kw", {}))
+    model = export.build(meta)
+    if pair.slot[0] == "widths":
+        widths = list(kw.get("widths") or [x.conv.spec.out_features for x in model.layers])
+        widths[pair.slot[1]] = keep
+        kw["widths"] = widths
+    else:
+        mids = kw.get("mid_widths") or [
+            [getattr(b, f"conv{j + 1}").conv.spec.out_features for j in range(b.n_mid)]
+            for b in model.blocks]
+        mids = [list(m) for m in mids]
+        mids[pair.slot[1]][pair.slot[2]] = keep
+        kw["mid_widths"] = mids
+    meta = dict(meta, model_kw=kw)
+    meta.pop("layers", None)
+    return meta
+
+
+def published_architecture(name: str) -> dict:
+    """Model metadata of the published ThiNet ImageNet architectures (no data needed).
+
+    VGG-16 ThiNet-Conv (50% of conv1_1..conv4_3 filters pruned); ResNet-50 (Caffe stride)
+    ThiNet-70/50/30 (30/50/70% of branch2a/2b filters pruned).
+    """
+    if name == "vgg16_thinet_conv":
+        widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+        widths = [keep_count(w, 0.5) if i < 10 else w for i, w in enumerate(widths)]
+        return dict(model="vgg16", num_classes=1000,
+                    model_kw=dict(variant="imagenet", widths=widths), conv=dict(kind="dense"))
+    ratios = {"resnet50_thinet70": 0.3, "resnet50_thinet50": 0.5, "resnet50_thinet30": 0.7}
+    if name in ratios:
+        base = [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
+        mids = [[keep_count(w, ratios[name])] * 2 for w in base]
+        return dict(model="resnet50", num_classes=1000, conv=dict(kind="dense"),
+                    model_kw=dict(stem="imagenet", stride_on="1x1", mid_widths=mids))
+    raise ValueError(f"unknown published architecture {name!r}; valid: vgg16_thinet_conv, "
+                     f"{', '.join(ratios)}")
+
+
+def paper_counts(model: nnx.Module, input_shape) -> tuple[int, float]:
+    """(parameters as the ThiNet papers count them -- weights, BN included, conv/FC biases
+    excluded --, FLOPs = 2 x MACs)."""
+    from fsjax import report
+
+    rows = report.layer_rows(model, input_shape)
+    total = report.summarize(rows)
+    biases = 0
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Linear) and node.bias is not None:
+            biases += node.bias.shape[0]
+        spec = getattr(node, "spec", None)
+        if spec is not None and getattr(node, "bias", None) is not None:
+            biases += node.bias.shape[0]
+    return total["stored_params"] - biases, 2.0 * total["macs"]
