@@ -35,6 +35,7 @@ def base() -> ml_collections.ConfigDict:
         min_params=0))
     c.conv.overrides = ml_collections.ConfigDict({}, type_safe=False)
     c.init_from = ""         # workdir of a trained dense run: project its kernels (fs_project)
+    c.init_weights = ""      # an fsjax.export path (no suffix): start from these weights
     c.num_epochs = 3
     c.batch_size = 128
     c.eval_batch_size = 1000

@@ -141,6 +141,9 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
     if c.init_from and ckpt_absent(workdir):
         _init_from_dense(model, c.init_from)
+    if c.init_weights and ckpt_absent(workdir):
+        src, _ = export.load(c.init_weights)
+        export.copy_matching(model, src)
     ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
     try:
         return _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train,

@@ -1,0 +1,128 @@
+"""ThiNet pruning driven by the trainer: ``python -m train.prune --config
+configs/thinet/<...>.py [--config.key=value ...] [--workdir DIR]``.
+
+Steps (each its own directory under the workdir, so an interrupted run resumes per layer):
+``dense/`` trains the unpruned model unless ``prune.source`` names a trained run; then for
+every prunable pair, ``stageNN-<layer>/`` prunes it (ThiNet or a baseline criterion) on
+``prune.samples_per_class`` training images per class and fine-tunes ``prune.finetune_epochs``;
+``final/`` fine-tunes ``prune.final_epochs``. Each stage's checkpoints carry the pruned
+architecture (widths), so the model reloads without the original.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+CONFIG = config_flags.DEFINE_config_file("config", None, "pruning config", lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "run directory")
+
+
+def _stage(c, workdir, init, meta, epochs, lr):
+    from train.trainer import run
+
+    s = copy.deepcopy(c)
+    s.unlock()
+    for k, v in meta["model_kw"].items():
+        if k != "in_channels":
+            s.model_kw[k] = v
+    s.conv.kind = "dense"
+    s.init_weights = init or ""
+    s.num_epochs = max(1, epochs)
+    s.optimizer.lr = lr
+    s.schedule.name = "cosine"
+    s.schedule.warmup_epochs = 0.0
+    s.lock()
+    return run(s, workdir)
+
+
+def prune(c, workdir: str) -> list[dict]:
+    from fsjax import data as fdata
+    from fsjax import export
+    from fsjax.data.augment import normalize
+    from fsjax.prune import thinet
+    from train import configlib
+    from train.eval import restore
+    from train.trainer import run
+
+    configlib.validate(c)
+    p = c.prune
+    if p.criterion not in thinet.CRITERIA:
+        raise ValueError(f"config.prune.criterion = {p.criterion!r} is not valid; valid: "
+                         f"{', '.join(thinet.CRITERIA)}")
+    if not 0 < p.ratio < 1:
+        raise ValueError(f"config.prune.ratio must be in (0, 1); got {p.ratio}")
+    os.makedirs(workdir, exist_ok=True)
+    src = p.source or os.path.join(workdir, "dense")
+    if not p.source:
+        run(c, src)
+    model, meta = restore(src, "best")
+    rows = [dict(stage="dense", **_summary(model, meta, src))]
+    ds = fdata.load(c.dataset, c.data_dir, c.data_limit)
+    rng = np.random.default_rng(c.seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
+        :p.samples_per_class] for k in range(ds.num_classes)])
+    images = normalize(jnp.asarray(ds.train_images[np.sort(pick)]), ds.mean, ds.std)
+    pairs = thinet.prunable_pairs(meta, list(p.layers) or None)
+    for i, pair in enumerate(pairs):
+        stage = os.path.join(workdir, f"stage{i:02d}-{pair.producer}")
+        if not os.path.exists(os.path.join(stage, "results.json")):
+            model.eval()
+            new, new_meta, kept = thinet.prune_pair(model, meta, pair, images, p.ratio,
+                                                    p.criterion, p.samples_per_image, c.seed)
+            new_meta = dict(new_meta, kept={pair.producer: kept.tolist()})
+            init = os.path.join(stage, "pruned")
+            export.save(init, new, new_meta)
+            _stage(c, stage, init, new_meta, p.finetune_epochs, p.finetune_lr)
+        model, meta = restore(stage, "latest")
+        rows.append(dict(stage=pair.producer, **_summary(model, meta, stage)))
+    final = os.path.join(workdir, "final")
+    if pairs:
+        export.save(os.path.join(final, "init"), model, meta)
+        _stage(c, final, os.path.join(final, "init"), meta, p.final_epochs, p.final_lr)
+        model, meta = restore(final, "latest")
+        rows.append(dict(stage="final", **_summary(model, meta, final)))
+    with open(os.path.join(workdir, "prune_results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    _print(rows)
+    return rows
+
+
+def _summary(model, meta, workdir):
+    from fsjax import report
+
+    _, tot = report.report(model, tuple(meta["input_shape"]))
+    with open(os.path.join(workdir, "results.json")) as f:
+        r = json.load(f)
+    return dict(accuracy=r["accuracy"], params=tot["stored_params"], macs=tot["macs"])
+
+
+def _print(rows):
+    print(f"{'stage':<24}{'accuracy':>10}{'params':>14}{'MACs':>14}")
+    for r in rows:
+        print(f"{r['stage']:<24}{100 * r['accuracy']:>9.2f}%{r['params']:>14,}{r['macs']:>14,}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    if CONFIG.value is None:
+        raise app.UsageError("--config is required (e.g. configs/thinet/vgg16_cifar.py)")
+    workdir = WORKDIR.value or os.path.join("runs", "thinet")
+    try:
+        prune(CONFIG.value, workdir)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
