@@ -17,7 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
                  "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
-                 "channels", "genotype", "auxiliary", "drop_path")
+                 "channels", "genotype", "auxiliary", "drop_path", "primitives")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -57,6 +57,10 @@ def base() -> ml_collections.ConfigDict:
     c.keep_best = True
     c.tensorboard = False
     c.progress = True
+    c.aux_weight = 0.4       # weight of an auxiliary head's loss (DARTS eval networks)
+    # DARTS search (first order): weights on one half of the training set, alphas and DFS
+    # locations on the other half
+    c.nas = ml_collections.ConfigDict(dict(search=False, arch_lr=3e-4, arch_weight_decay=1e-3))
     c.quant = ml_collections.ConfigDict(dict(bits=0, per_channel=False, method="uniform",
                                              overrides={}),
                                         type_safe=False)  # QAT (fsjax.quant); 0 = off

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from fsjax.data.augment import normalize, random_crop_flip
+from fsjax.nn import dropout_key
 
 
 def _fill(template, pure):
@@ -33,7 +34,6 @@ class ModelFn:
     param_tpl: Any
     stats_tpl: Any
     rest: Any
-    has_dropout: bool
 
     @staticmethod
     def create(model: nnx.Module):
@@ -42,9 +42,8 @@ class ModelFn:
         model.eval()
         g_eval = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
         model.train()
-        has_dropout = any(isinstance(n, nnx.Dropout) for _, n in nnx.iter_graph(model))
         abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
-        return ModelFn(g_train, g_eval, abstract(p), abstract(s), rest, has_dropout)
+        return ModelFn(g_train, g_eval, abstract(p), abstract(s), rest)
 
     @staticmethod
     def initial(model: nnx.Module):
@@ -59,34 +58,67 @@ class ModelFn:
     def apply(self, params, stats, x, train: bool, key=None):
         """``(logits float32, new_stats)``."""
         m = self.module(params, stats, train)
-        if train and self.has_dropout:
-            nnx.reseed(m, dropout=key)
-        logits = m(x).astype(jnp.float32)
+        with dropout_key(key):
+            out = m(x)
         new_stats = nnx.to_pure_dict(nnx.state(m, nnx.BatchStat)) if train else stats
-        return logits, new_stats
+        if isinstance(out, tuple):  # (logits, auxiliary logits)
+            return tuple(o.astype(jnp.float32) for o in out), new_stats
+        return out.astype(jnp.float32), new_stats
 
 
-def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Callable | None = None):
-    """``step(ts, images_u8, labels, key) -> (ts, metrics)``; ``ts`` = dict(params, stats, opt,
-    step). ``param_transform`` (e.g. QAT fake-quant) is applied to the parameters in the
-    forward pass only."""
-    a = c.augment
+def _loss_fn(fn, c, stats, x, labels, key, param_transform):
+    def loss_fn(params):
+        p = param_transform(params) if param_transform else params
+        out, new_stats = fn.apply(p, stats, x, True, key)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
 
-    def step(ts, images, labels, key):
-        k_aug, k_drop = jax.random.split(key)
-        x = random_crop_flip(k_aug, images, a.crop_padding, a.flip, a.cutout)
-        x = normalize(x, mean, std, dtype)
-
-        def loss_fn(params):
-            p = param_transform(params) if param_transform else params
-            logits, stats = fn.apply(p, ts["stats"], x, True, k_drop)
-            onehot = jax.nn.one_hot(labels, logits.shape[-1])
+        def xent(lg):
+            onehot = jax.nn.one_hot(labels, lg.shape[-1])
             if c.label_smoothing:
                 onehot = optax.smooth_labels(onehot, c.label_smoothing)
-            loss = optax.softmax_cross_entropy(logits, onehot).mean()
-            return loss, (logits, stats)
+            return optax.softmax_cross_entropy(lg, onehot).mean()
 
-        (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts["params"])
+        loss = xent(logits)
+        if aux is not None:
+            loss = loss + c.aux_weight * xent(aux)
+        return loss, (logits, new_stats)
+
+    return loss_fn
+
+
+def _augment(c, key, images, mean, std, dtype):
+    a = c.augment
+    x = random_crop_flip(key, images, a.crop_padding, a.flip, a.cutout)
+    return normalize(x, mean, std, dtype)
+
+
+def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Callable | None = None,
+                    labels_tree=None):
+    """``step(ts, images_u8, labels, key) -> (ts, metrics)``; ``ts`` = dict(params, stats, opt,
+    step). ``param_transform`` (e.g. QAT fake-quant) is applied to the parameters in the
+    forward pass only.
+
+    With ``c.nas.search`` (first-order DARTS) each example is a pair ``(train-half image,
+    val-half image)``: weights get the gradient of the train-half loss, alphas and DFS
+    locations (``labels_tree`` 'arch'/'locations') that of the val-half loss, both at the
+    current parameters."""
+
+    def step(ts, images, labels, key):
+        k_aug, k_drop, k_val = jax.random.split(key, 3)
+        if c.nas.search:
+            xt = _augment(c, k_aug, images[:, 0], mean, std, dtype)
+            xv = _augment(c, k_val, images[:, 1], mean, std, dtype)
+            labels, lv = labels[:, 0], labels[:, 1]
+        else:
+            xt = _augment(c, k_aug, images, mean, std, dtype)
+        grad = jax.value_and_grad(_loss_fn(fn, c, ts["stats"], xt, labels, k_drop,
+                                           param_transform), has_aux=True)
+        (loss, (logits, stats)), grads = grad(ts["params"])
+        if c.nas.search:
+            gval = jax.grad(lambda p: _loss_fn(fn, c, ts["stats"], xv, lv, k_drop,
+                                               param_transform)(p)[0])(ts["params"])
+            grads = jax.tree.map(lambda lab, gt, gv: gv if lab in ("arch", "locations") else gt,
+                                 labels_tree, grads, gval)
         updates, opt = tx.update(grads, ts["opt"], ts["params"])
         params = optax.apply_updates(ts["params"], updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
@@ -104,6 +136,8 @@ def make_eval_step(fn: ModelFn, mean, std, dtype, tta_flip=False, param_transfor
         p = param_transform(params) if param_transform else params
         x = normalize(images, mean, std, dtype)
         logits, _ = fn.apply(p, stats, x, False)
+        if isinstance(logits, tuple):
+            logits = logits[0]
         if tta_flip:
             logits = 0.5 * (logits + fn.apply(p, stats, x[:, :, ::-1, :], False)[0])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fsjax.models.darts import ArchParam
 from fsjax.nn import Location, ShareWeight
 
 
@@ -60,21 +61,23 @@ def _tx(name, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
     raise ValueError(f"optimizer {name!r} is not valid; valid: sgd, adam, adamw")
 
 
-def param_labels(model: nnx.Module, frozen_locations: bool = False):
-    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'frozen') per parameter."""
+def param_labels(model: nnx.Module):
+    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'arch') per parameter."""
     state = nnx.state(model, nnx.Param)
 
     def label(v):
         if isinstance(v, Location):
-            return "frozen" if frozen_locations else "locations"
+            return "locations"
         if isinstance(v, ShareWeight):
             return "share"
+        if isinstance(v, ArchParam):
+            return "arch"
         return "weights"
 
     return nnx.to_pure_dict(jax.tree.map(label, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
-def make_optimizer(c, model: nnx.Module, steps_per_epoch: int, frozen_locations=False):
+def make_optimizer(c, model: nnx.Module, steps_per_epoch: int):
     """optax transform over the model's pure-dict parameters; returns (tx, lr_schedule)."""
     o = c.optimizer
     lr = schedule(c, steps_per_epoch)
@@ -84,6 +87,8 @@ def make_optimizer(c, model: nnx.Module, steps_per_epoch: int, frozen_locations=
     txs = {"weights": weights,
            "locations": _tx(c.locations.optimizer, c.locations.lr),
            "share": _tx(c.share.optimizer, c.share.lr, weight_decay=c.share.weight_decay),
-           "frozen": optax.set_to_zero()}
-    labels = param_labels(model, frozen_locations)
+           # DARTS: Adam(3e-4, b1=0.5, b2=0.999) with weight decay 1e-3 on the alphas
+           "arch": optax.chain(optax.add_decayed_weights(c.nas.arch_weight_decay),
+                               optax.adam(c.nas.arch_lr, b1=0.5, b2=0.999))}
+    labels = param_labels(model)
     return optax.multi_transform(txs, labels), lr

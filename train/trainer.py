@@ -22,7 +22,7 @@ from train import configlib
 from train.ckpt import Checkpoints
 from train.loop import Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
-from train.optim import make_optimizer
+from train.optim import make_optimizer, param_labels
 from train.progress import MetricsLog, Progress
 from train.results import plot_curves, results_table, write_results
 
@@ -132,7 +132,8 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     _check_workdir_config(workdir, c)
 
     ds = fdata.load(c.dataset, c.data_dir, c.data_limit)
-    n_train = len(ds.train_labels)
+    train_x, train_y = _train_arrays(c, ds)
+    n_train = len(train_y)
     steps = n_train // c.batch_size
     if steps == 0:
         raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
@@ -146,13 +147,13 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         export.copy_matching(model, src)
     ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
     try:
-        return _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train,
+        return _train(c, workdir, ckpts, ds, (train_x, train_y), model, meta, dtype, mesh, steps,
                       stop_after_epochs, t_start)
     finally:
         ckpts.close()
 
 
-def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop_after_epochs,
+def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, stop_after_epochs,
            t_start):
     latest = ckpts.latest_step()
     start_epoch = 0
@@ -162,8 +163,7 @@ def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop
             model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                       saved["layers"])
         start_epoch = saved["epoch"]
-    frozen = (c.conv.kind == "dfs" and 0 <= c.locations.freeze_epoch <= start_epoch)
-    fn, tx, lr_fn, ts = _setup(model, c, steps, frozen)
+    fn, tx, lr_fn, ts = _setup(model, c, steps)
     if latest is not None:
         restored, _ = ckpts.restore(latest, _host_state(ts))
         ts = restored
@@ -173,12 +173,13 @@ def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop
         entries = quant.plan(model, qcfg)
         param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
 
-    runner = Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf),
+    n_train = len(train_xy[1])
+    runner = Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf,
+                                    param_labels(model)),
                     make_eval_step(fn, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
                     mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
     ts = jax.device_put(ts, runner.repl)
-    train_data = (runner.put_replicated(ds.train_images, ds.train_labels) if runner.on_device
-                  else (ds.train_images, ds.train_labels))
+    train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
     eval_data = runner.put_eval(ds.test_images, ds.test_labels)
     log = MetricsLog(workdir, start_epoch, c.tensorboard)
     bar = Progress(c.num_epochs, steps, c.batch_size, c.progress)
@@ -189,11 +190,10 @@ def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop
 
     with _Stop() as stop:
         for epoch in range(start_epoch, end_epoch):
-            if c.conv.kind == "dfs" and epoch == c.locations.freeze_epoch and not frozen:
+            if 0 <= c.locations.freeze_epoch <= epoch and _has_dfs(model):
                 model, fn, tx, ts, runner = _freeze(model, fn, ts, c, steps, ds, dtype, mesh,
                                                     param_tf)
                 meta["layers"] = export.describe(model)
-                frozen = True
             bar.start_epoch(epoch)
             acc = {"loss": 0.0, "correct": 0, "count": 0}
 
@@ -234,14 +234,30 @@ def _train(c, workdir, ckpts, ds, model, meta, dtype, mesh, steps, n_train, stop
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start)
 
 
+def _train_arrays(c, ds):
+    """Training images/labels; for a DARTS search, pairs ``(N//2, 2, ...)`` of the two halves
+    of a seeded shuffle of the training set (weights on [:, 0], architecture on [:, 1])."""
+    if not c.nas.search:
+        return ds.train_images, ds.train_labels
+    perm = np.random.default_rng(c.seed).permutation(len(ds.train_labels))
+    half = len(perm) // 2
+    a, b = np.sort(perm[:half]), np.sort(perm[half:2 * half])
+    return (np.stack([ds.train_images[a], ds.train_images[b]], 1),
+            np.stack([ds.train_labels[a], ds.train_labels[b]], 1))
+
+
 def ckpt_absent(workdir: str) -> bool:
     d = os.path.join(workdir, "checkpoints")
     return not os.path.isdir(d) or not any(n.isdigit() for n in os.listdir(d))
 
 
-def _setup(model, c, steps, frozen):
+def _has_dfs(model) -> bool:
+    return any(isinstance(n, DFSConv) for _, n in export.conv_layers(model))
+
+
+def _setup(model, c, steps):
     fn = ModelFn.create(model)
-    tx, lr_fn = make_optimizer(c, model, steps, frozen_locations=frozen)
+    tx, lr_fn = make_optimizer(c, model, steps)
     params, stats = ModelFn.initial(model)
     ts = dict(params=params, stats=stats, opt=tx.init(params), step=jnp.zeros((), jnp.int32))
     return fn, tx, lr_fn, ts
@@ -273,14 +289,15 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
     for path, layer in conv_layers(model):
         if isinstance(layer, DFSConv):
             export._set(model, path, layer.to_fs())
-    fn2, tx, _, ts2 = _setup(model, c, steps, True)
+    fn2, tx, _, ts2 = _setup(model, c, steps)
     old = {jax.tree_util.keystr(p): v for p, v in
            jax.tree_util.tree_flatten_with_path(jax.device_get(ts["opt"]))[0]}
     opt = jax.tree_util.tree_map_with_path(
         lambda p, v: old.get(jax.tree_util.keystr(p), v)
         if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, ts2["opt"])
     ts2 = dict(ts2, opt=opt, step=ts["step"])
-    runner = Runner(make_train_step(fn2, tx, c, ds.mean, ds.std, dtype, param_tf),
+    runner = Runner(make_train_step(fn2, tx, c, ds.mean, ds.std, dtype, param_tf,
+                                    param_labels(model)),
                     make_eval_step(fn2, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
                     mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
     return model, fn2, tx, jax.device_put(ts2, runner.repl), runner

@@ -4,13 +4,15 @@ Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``, ``dept
 resnet164 (CIFAR, bottleneck), resnet18/34/50 (``stem='imagenet'|'cifar'``, ``depths``,
 ``widths``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'`` torchvision), vgg16
 (``variant='cifar'|'imagenet'``, ``widths``), mobilenet_v1 (``width``, ``stem_stride``),
-densenet_bc100 (``depth``, ``growth``).
+densenet_bc100 (``depth``, ``growth``), darts_search (``cells``, ``channels``), darts_eval
+(``genotype``, ``cells``, ``channels``, ``auxiliary``, ``drop_path``).
 """
 
 from __future__ import annotations
 
 from flax import nnx
 
+from fsjax.models.darts import DartsEval, DartsSearch
 from fsjax.models.densenet import DenseNetBC
 from fsjax.models.layers import ConvBN, ConvFactory, batch_norm
 from fsjax.models.mobilenet import MobileNetV1
@@ -56,6 +58,8 @@ MODELS = {
     "resnet50": _resnet("bottleneck", (3, 4, 6, 3)),
     "vgg16": lambda num_classes, **kw: VGG(num_classes, **kw),
     "mobilenet_v1": lambda num_classes, **kw: MobileNetV1(num_classes, **kw),
+    "darts_search": lambda num_classes, **kw: DartsSearch(num_classes, **kw),
+    "darts_eval": lambda num_classes, **kw: DartsEval(num_classes, **kw),
     "densenet_bc100": lambda num_classes, depth=100, growth=12, **kw: DenseNetBC(
         num_classes, depth=depth, growth=growth, **kw),
 }

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fsjax.nn import Conv, DFSConv, FSConv, KSConv
+from fsjax.nn import BatchNorm, Conv, DFSConv, FSConv, KSConv
 from fsjax.spec import KINDS
 
 __all__ = ["ConvFactory", "ConvBN", "batch_norm"]
@@ -75,7 +75,8 @@ class ConvFactory:
         return opts
 
     def __call__(self, name, cin, cout, kernel_size, *, strides=1, padding="SAME",
-                 feature_group_count=1, use_bias=False, rngs: nnx.Rngs) -> nnx.Module:
+                 feature_group_count=1, use_bias=False, dilation=1,
+                 rngs: nnx.Rngs) -> nnx.Module:
         o = self.options(name)
         kind = o["kind"]
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -85,6 +86,7 @@ class ConvFactory:
         if kind in ("ks", "wks") and (feature_group_count != 1 or cin % g or cin <= g):
             kind = "dense"
         common = dict(strides=strides, padding=padding, feature_group_count=feature_group_count,
+                      kernel_dilation=dilation,
                       use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                       init_scale=self.init_scale, name=name, rngs=rngs)
         if kind == "fs":
@@ -100,8 +102,8 @@ class ConvFactory:
 
 def batch_norm(features: int, factory: ConvFactory, rngs: nnx.Rngs, zero_init=False):
     """BatchNorm as in PyTorch defaults (momentum 0.1 -> Flax 0.9, eps 1e-5)."""
-    bn = nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=factory.dtype,
-                       param_dtype=factory.param_dtype, rngs=rngs)
+    bn = BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=factory.dtype,
+                   param_dtype=factory.param_dtype, rngs=rngs)
     if zero_init:
         bn.scale[...] = jnp.zeros_like(bn.scale[...])
     return bn

@@ -7,6 +7,7 @@ import jax
 from flax import nnx
 
 from fsjax.models.layers import ConvBN, ConvFactory, classifier
+from fsjax.nn import Dropout
 
 __all__ = ["VGG", "VGG16_CFG", "vgg_conv_names"]
 
@@ -68,7 +69,7 @@ class VGG(nnx.Module):
             self.head = nnx.List([classifier(factory, c * 49, 4096, rngs),
                                   classifier(factory, 4096, 4096, rngs),
                                   classifier(factory, 4096, num_classes, rngs)])
-            self.dropout = nnx.Dropout(dropout, rngs=rngs)
+            self.dropout = Dropout(dropout)
 
     def __call__(self, x):
         i = 0

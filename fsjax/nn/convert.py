@@ -10,7 +10,7 @@ from flax import nnx
 from fsjax import ops
 from fsjax.nn.conv import Conv, DFSConv, FSConv, KSConv, _Conv, _copy_bias, _kernel_of, _like
 
-__all__ = ["convert", "dense_convs"]
+__all__ = ["convert", "dense_convs", "materialize"]
 
 
 def dense_convs(model: nnx.Module) -> list[tuple[tuple, nnx.Module]]:
@@ -91,4 +91,24 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
             _copy_bias(conv, layer)
         _set(model, path, layer)
         done.append(name)
+    return done
+
+
+def materialize(model: nnx.Module) -> list[str]:
+    """For inference: replace every FS/DFS layer by a dense :class:`Conv` holding its
+    materialised kernel, so filters are built once, not on every call (KS/WKS layers stay:
+    their factored form is cheaper than the dense kernel). Returns the replaced paths."""
+    done = []
+    for path, node in list(nnx.iter_graph(model)):
+        if isinstance(node, (FSConv, DFSConv)) and path:
+            s = node.spec
+            dense = Conv(s.in_features, s.out_features, s.kernel_size, strides=s.strides,
+                         padding=s.padding, kernel_dilation=s.dilation,
+                         feature_group_count=s.feature_group_count, use_bias=s.use_bias,
+                         dtype=node.dtype, param_dtype=node.param_dtype,
+                         precision=node.precision, name=s.name, rngs=nnx.Rngs(0))
+            dense.kernel[...] = node.dense_kernel()
+            _copy_bias(node, dense)
+            _set(model, tuple(path), dense)
+            done.append(".".join(map(str, path)))
     return done

@@ -16,6 +16,7 @@ from fsjax.ops.fs import (
 )
 from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
+from fsjax.ops.norm import batch_norm, batch_stats
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -38,6 +39,8 @@ from fsjax.ops.thinet import (
 )
 
 __all__ = [
+    "batch_norm",
+    "batch_stats",
     "contributions",
     "greedy_removal",
     "least_squares_scale",

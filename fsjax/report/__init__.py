@@ -146,3 +146,47 @@ def report(model: nnx.Module, input_shape=(32, 32, 3), bits=None) -> tuple[str, 
     rows = layer_rows(model, input_shape, bits)
     totals = summarize(rows)
     return format_table(rows, totals), totals
+
+
+def location_rows(model: nnx.Module) -> list[dict]:
+    """Learned DFS locations per layer: how far they moved from the FSNet layout (in FS
+    entries, circular distance) and how much neighbouring filters overlap.
+
+    ``overlap``: mean fraction of a filter shared with the next filter's segment (rounded
+    locations); FSNet's uniform layout gives ``max(0, 1 - L/(cout*K))``.
+    """
+    from fsjax.nn import DFSConv
+
+    rows = []
+    for path, node in nnx.iter_graph(model):
+        if not isinstance(node, DFSConv):
+            continue
+        s = node.spec
+        L = s.length
+        k = s.fan_in
+        loc = np.asarray(jax.device_get(node.location_values()), np.float64)
+        init = s.np_offsets().astype(np.float64)
+        d = np.abs(loc - init) % L
+        moved = np.minimum(d, L - d)
+        r = np.sort(np.floor(loc + 0.5) % L)
+        gaps = np.diff(np.concatenate([r, r[:1] + L]))
+        overlap = np.clip(1 - gaps / k, 0, 1)
+        rows.append(dict(name=s.name or ".".join(map(str, path)), length=L, filters=len(loc),
+                         mean_moved=float(moved.mean()), max_moved=float(moved.max()),
+                         overlap=float(overlap.mean()),
+                         fsnet_overlap=float(max(0.0, 1 - L / (len(loc) * k)))))
+    return rows
+
+
+def format_locations(rows) -> str:
+    if not rows:
+        return "no DFS layers"
+    head = f"{'layer':<28}{'L':>8}{'filters':>8}{'mean moved':>12}{'max moved':>11}" \
+           f"{'overlap':>9}{'FSNet':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<28}{r['length']:>8}{r['filters']:>8}{r['mean_moved']:>12.2f}"
+                     f"{r['max_moved']:>11.2f}{r['overlap']:>9.3f}{r['fsnet_overlap']:>7.3f}")
+    lines.append("moved: distance from the FSNet layout in FS entries; overlap: mean fraction "
+                 "of a filter shared with the next segment.")
+    return "\n".join(lines)

@@ -1,0 +1,351 @@
+"""DARTS search space (Liu et al. 2019) with every conv built by the conv factory, so the
+supernet can be made of DFSConv layers (DFSNet NAS).
+
+``DartsSearch``: the supernet (normal/reduction cells, 4 intermediate nodes, 8 candidate ops per
+edge mixed by softmax(alpha)); ``alpha_normal``/``alpha_reduce`` are :class:`ArchParam`.
+``derive_genotype``: top-2 incoming edges per node, strongest non-'none' op.
+``DartsEval``: the network of a genotype (cutout/aux head/drop path as in DARTS).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fsjax.models.layers import ConvFactory, batch_norm, classifier
+from fsjax.nn import BatchNorm, Dropout
+
+__all__ = ["PRIMITIVES", "ArchParam", "DartsSearch", "DartsEval", "derive_genotype",
+           "draw_genotype", "NODES"]
+
+PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+NODES = 4
+EDGES = sum(2 + i for i in range(NODES))  # 14
+
+
+class ArchParam(nnx.Param):
+    """DARTS architecture logits (edges x ops)."""
+
+
+def _bn(c, factory, rngs, affine):
+    bn = batch_norm(c, factory, rngs)
+    if not affine:
+        bn = BatchNorm(c, momentum=0.9, epsilon=1e-5, use_bias=False, use_scale=False,
+                       dtype=factory.dtype, rngs=rngs)
+    return bn
+
+
+class ReLUConvBN(nnx.Module):
+    def __init__(self, f, name, cin, cout, k, stride, rngs, affine=True, dilation=1, groups=1):
+        pad = dilation * (k - 1) // 2
+        self.conv = f(name, cin, cout, k, strides=stride, padding=pad,
+                      feature_group_count=groups, dilation=dilation, rngs=rngs)
+        self.bn = _bn(cout, f, rngs, affine) if groups == 1 else None
+
+    def __call__(self, x):
+        y = self.conv(jax.nn.relu(x))
+        return self.bn(y) if self.bn is not None else y
+
+
+class SepConv(nnx.Module):
+    def __init__(self, f, name, c, k, stride, rngs, affine):
+        self.dw1 = ReLUConvBN(f, f"{name}.dw1", c, c, k, stride, rngs, affine, groups=c)
+        self.pw1 = f(f"{name}.pw1", c, c, 1, rngs=rngs)
+        self.bn1 = _bn(c, f, rngs, affine)
+        self.dw2 = ReLUConvBN(f, f"{name}.dw2", c, c, k, 1, rngs, affine, groups=c)
+        self.pw2 = f(f"{name}.pw2", c, c, 1, rngs=rngs)
+        self.bn2 = _bn(c, f, rngs, affine)
+
+    def __call__(self, x):
+        x = self.bn1(self.pw1(self.dw1(x)))
+        return self.bn2(self.pw2(self.dw2(x)))
+
+
+class DilConv(nnx.Module):
+    def __init__(self, f, name, c, k, stride, rngs, affine):
+        self.dw = ReLUConvBN(f, f"{name}.dw", c, c, k, stride, rngs, affine, dilation=2,
+                             groups=c)
+        self.pw = f(f"{name}.pw", c, c, 1, rngs=rngs)
+        self.bn = _bn(c, f, rngs, affine)
+
+    def __call__(self, x):
+        return self.bn(self.pw(self.dw(x)))
+
+
+class FactorizedReduce(nnx.Module):
+    def __init__(self, f, name, cin, cout, rngs, affine=True):
+        self.a = f(f"{name}.a", cin, cout // 2, 1, strides=2, padding="VALID", rngs=rngs)
+        self.b = f(f"{name}.b", cin, cout - cout // 2, 1, strides=2, padding="VALID", rngs=rngs)
+        self.bn = _bn(cout, f, rngs, affine)
+
+    def __call__(self, x):
+        x = jax.nn.relu(x)
+        y = jnp.concatenate([self.a(x), self.b(jnp.pad(x[:, 1:, 1:], ((0, 0), (0, 1), (0, 1),
+                                                                       (0, 0))))], -1)
+        return self.bn(y)
+
+
+class Pool(nnx.Module):
+    def __init__(self, kind, stride):
+        self.kind, self.stride = kind, stride
+
+    def __call__(self, x):
+        s = (self.stride, self.stride)
+        if self.kind == "max":
+            return nnx.max_pool(x, (3, 3), strides=s, padding="SAME")
+        return nnx.avg_pool(x, (3, 3), strides=s, padding="SAME", count_include_pad=False)
+
+
+class Zero(nnx.Module):
+    def __init__(self, stride):
+        self.stride = stride
+
+    def __call__(self, x):
+        return jnp.zeros_like(x[:, :: self.stride, :: self.stride])
+
+
+class Identity(nnx.Module):
+    def __call__(self, x):
+        return x
+
+
+def make_op(prim, f, name, c, stride, rngs, affine):
+    if prim == "none":
+        return Zero(stride)
+    if prim in ("max_pool_3x3", "avg_pool_3x3"):
+        return Pool(prim[:3], stride)
+    if prim == "skip_connect":
+        return Identity() if stride == 1 else FactorizedReduce(f, name, c, c, rngs, affine)
+    k = int(prim[-1])
+    if prim.startswith("sep"):
+        return SepConv(f, name, c, k, stride, rngs, affine)
+    if prim.startswith("dil"):
+        return DilConv(f, name, c, k, stride, rngs, affine)
+    raise ValueError(f"unknown DARTS op {prim!r}; valid: {', '.join(PRIMITIVES)}")
+
+
+class _Preprocess(nnx.Module):
+    def __init__(self, f, name, c_pp, c_p, c, reduction_prev, rngs, affine):
+        self.p0 = (FactorizedReduce(f, f"{name}.pre0", c_pp, c, rngs, affine) if reduction_prev
+                   else ReLUConvBN(f, f"{name}.pre0", c_pp, c, 1, 1, rngs, affine))
+        self.p1 = ReLUConvBN(f, f"{name}.pre1", c_p, c, 1, 1, rngs, affine)
+
+
+class SearchCell(nnx.Module):
+    def __init__(self, f, name, c_pp, c_p, c, reduction, reduction_prev, rngs,
+                 primitives=PRIMITIVES):
+        self.pre = _Preprocess(f, name, c_pp, c_p, c, reduction_prev, rngs, affine=False)
+        self.reduction = reduction
+        ops = []
+        for j in range(NODES):
+            for i in range(2 + j):
+                stride = 2 if reduction and i < 2 else 1
+                ops.append(nnx.List([make_op(p, f, f"{name}.e{len(ops)}.{p}", c, stride, rngs,
+                                             False) for p in primitives]))
+        self.edges = nnx.List(ops)
+
+    def __call__(self, s0, s1, weights):
+        states = [self.pre.p0(s0), self.pre.p1(s1)]
+        e = 0
+        for j in range(NODES):
+            acc = 0
+            for i in range(2 + j):
+                acc = acc + sum(weights[e, k] * op(states[i])
+                                for k, op in enumerate(self.edges[e]))
+                e += 1
+            states.append(acc)
+        return jnp.concatenate(states[2:], -1)
+
+
+class DartsSearch(nnx.Module):
+    """Supernet: ``cells`` cells (reductions at 1/3 and 2/3), ``channels`` initial channels;
+    ``primitives``: the candidate ops (default: the DARTS set; a subset makes tiny tests fast)."""
+
+    def __init__(self, num_classes, *, cells=8, channels=16, primitives=PRIMITIVES,
+                 in_channels=3, factory=ConvFactory(), rngs, **_):
+        primitives = tuple(primitives)
+        bad = set(primitives) - set(PRIMITIVES)
+        if bad or "none" not in primitives:
+            raise ValueError(f"primitives must include 'none' and come from {PRIMITIVES}; "
+                             f"got {primitives}")
+        self.primitives = primitives
+        c = channels
+        self.stem = factory("stem", in_channels, 3 * c, 3, rngs=rngs)
+        self.stem_bn = batch_norm(3 * c, factory, rngs)
+        c_pp, c_p, cur, red_prev, cs = 3 * c, 3 * c, c, False, []
+        for i in range(cells):
+            red = i in (cells // 3, 2 * cells // 3)
+            if red:
+                cur *= 2
+            cs.append(SearchCell(factory, f"cell{i}", c_pp, c_p, cur, red, red_prev, rngs,
+                                 primitives))
+            c_pp, c_p, red_prev = c_p, NODES * cur, red
+        self.cells = nnx.List(cs)
+        self.fc = classifier(factory, c_p, num_classes, rngs)
+        key = rngs.params()
+        k1, k2 = jax.random.split(key)
+        n_ops = len(primitives)
+        self.alpha_normal = ArchParam(1e-3 * jax.random.normal(k1, (EDGES, n_ops)))
+        self.alpha_reduce = ArchParam(1e-3 * jax.random.normal(k2, (EDGES, n_ops)))
+
+    def __call__(self, x):
+        s0 = s1 = self.stem_bn(self.stem(x))
+        wn = jax.nn.softmax(self.alpha_normal[...], -1).astype(x.dtype)
+        wr = jax.nn.softmax(self.alpha_reduce[...], -1).astype(x.dtype)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, wr if cell.reduction else wn)
+        return self.fc(s1.mean((1, 2)))
+
+    def genotype(self) -> dict:
+        return derive_genotype(np.asarray(self.alpha_normal[...]),
+                               np.asarray(self.alpha_reduce[...]), self.primitives)
+
+
+def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES) -> dict:
+    """DARTS derivation: per node, the 2 incoming edges with the strongest non-'none' op
+    (softmax weight), each with that op. Returns ``{"normal": [[op, input], ...] (8),
+    "reduce": [...], "concat": [2, 3, 4, 5]}``."""
+    primitives = tuple(primitives)
+    n_ops = len(primitives)
+    none = primitives.index("none")
+
+    def parse(alpha):
+        w = np.asarray(jax.nn.softmax(jnp.asarray(alpha), -1))
+        if w.shape != (EDGES, n_ops):
+            raise ValueError(f"alphas must be ({EDGES}, {n_ops}); got {w.shape}")
+        gene, start = [], 0
+        for j in range(NODES):
+            n = 2 + j
+            ws = w[start:start + n]
+            strength = [max(ws[i][k] for k in range(n_ops) if k != none) for i in range(n)]
+            top = sorted(range(n), key=lambda i: -strength[i])[:2]
+            for i in sorted(top):
+                k = max((k for k in range(n_ops) if k != none), key=lambda k, i=i: ws[i][k])
+                gene.append([primitives[k], i])
+            start += n
+        return gene
+
+    return {"normal": parse(alpha_normal), "reduce": parse(alpha_reduce),
+            "concat": list(range(2, 2 + NODES))}
+
+
+class EvalCell(nnx.Module):
+    def __init__(self, f, name, gene, c_pp, c_p, c, reduction, reduction_prev, drop, rngs):
+        self.pre = _Preprocess(f, name, c_pp, c_p, c, reduction_prev, rngs, affine=True)
+        self.reduction = reduction
+        self.inputs = tuple(int(i) for _, i in gene)
+        self.ops = nnx.List([make_op(op, f, f"{name}.n{k // 2}.{op}", c,
+                                     2 if reduction and i < 2 else 1, rngs, True)
+                             for k, (op, i) in enumerate(gene)])
+        self.drop = Dropout(drop, broadcast_dims=(1, 2, 3)) if drop else None
+
+    def __call__(self, s0, s1):
+        states = [self.pre.p0(s0), self.pre.p1(s1)]
+        for j in range(NODES):
+            outs = []
+            for k in (2 * j, 2 * j + 1):
+                h = self.ops[k](states[self.inputs[k]])
+                if self.drop is not None and not isinstance(self.ops[k], Identity):
+                    h = self.drop(h)
+                outs.append(h)
+            states.append(outs[0] + outs[1])
+        return jnp.concatenate(states[2:], -1)
+
+
+class DartsEval(nnx.Module):
+    """Network of a genotype: ``cells`` (20), ``channels`` (36), auxiliary head at 2/3 depth
+    (train mode returns ``(logits, aux_logits)``), drop path ``drop_path``."""
+
+    def __init__(self, num_classes, *, genotype, cells=20, channels=36, auxiliary=True,
+                 drop_path=0.2, in_channels=3, factory=ConvFactory(), rngs, **_):
+        if not isinstance(genotype, dict) or {"normal", "reduce"} - set(genotype):
+            raise ValueError("genotype must be a dict with 'normal' and 'reduce' lists "
+                             "(from train.nas derive)")
+        c = channels
+        self.stem = factory("stem", in_channels, 3 * c, 3, rngs=rngs)
+        self.stem_bn = batch_norm(3 * c, factory, rngs)
+        c_pp, c_p, cur, red_prev, cs = 3 * c, 3 * c, c, False, []
+        self.aux_at = 2 * cells // 3
+        aux_c = None
+        for i in range(cells):
+            red = i in (cells // 3, 2 * cells // 3)
+            if red:
+                cur *= 2
+            gene = genotype["reduce" if red else "normal"]
+            cs.append(EvalCell(factory, f"cell{i}", gene, c_pp, c_p, cur, red, red_prev,
+                               drop_path, rngs))
+            c_pp, c_p, red_prev = c_p, NODES * cur, red
+            if i == self.aux_at:
+                aux_c = c_p
+        self.cells = nnx.List(cs)
+        self.fc = classifier(factory, c_p, num_classes, rngs)
+        head = [factory("aux.conv1", aux_c, 128, 1, rngs=rngs), batch_norm(128, factory, rngs),
+                factory("aux.conv2", 128, 768, 2, padding="VALID", rngs=rngs),
+                batch_norm(768, factory, rngs),
+                classifier(factory, 768, num_classes, rngs)] if auxiliary else None
+        self.aux = nnx.List(head) if head else None
+        self.training = True
+
+    def train(self, **kw):  # noqa: D102 (nnx mode switch; also toggles the aux output)
+        super().train(**kw)
+        self.training = True
+
+    def eval(self, **kw):  # noqa: D102
+        super().eval(**kw)
+        self.training = False
+
+    def __call__(self, x):
+        s0 = s1 = self.stem_bn(self.stem(x))
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_at and self.aux is not None and self.training:
+                a = nnx.avg_pool(jax.nn.relu(s1), (5, 5), strides=(3, 3), padding="VALID")
+                a = jax.nn.relu(self.aux[1](self.aux[0](a)))
+                a = jax.nn.relu(self.aux[3](self.aux[2](a)))
+                aux = self.aux[4](a.mean((1, 2)))
+        logits = self.fc(s1.mean((1, 2)))
+        return (logits, aux) if aux is not None else logits
+
+
+def draw_genotype(genotype: dict, path: str) -> str:
+    """PNG drawing of the normal and reduction cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, kind in zip(axes, ("normal", "reduce"), strict=True):
+        pos = {0: (0, 1.5), 1: (0, -1.5)}
+        for j in range(NODES):
+            pos[2 + j] = (1.5 + 1.5 * j, 2.0 - 1.3 * j)
+        out = (2.0 + 1.5 * NODES, 0)
+        names = {0: "c_{k-2}", 1: "c_{k-1}"}
+        for k, (op, i) in enumerate(genotype[kind]):
+            dst = 2 + k // 2
+            (x0, y0), (x1, y1) = pos[int(i)], pos[dst]
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=1.2))
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center",
+                    bbox=dict(fc="white", ec="none", alpha=0.8))
+        for n, (x, y) in pos.items():
+            ax.annotate("", out, (x, y), arrowprops=dict(arrowstyle="->", lw=0.6, alpha=0.4)) \
+                if n >= 2 else None
+            ax.text(x, y, f"${names[n]}$" if n < 2 else str(n - 2), ha="center", va="center",
+                    bbox=dict(boxstyle="round", fc="lightblue" if n < 2 else "lightyellow"))
+        ax.text(*out, "$c_k$", ha="center", va="center", bbox=dict(boxstyle="round",
+                                                                   fc="lightgreen"))
+        ax.set_xlim(-0.8, out[0] + 0.8)
+        ax.set_ylim(-3.5, 3)
+        ax.set_title(f"{kind} cell")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    import os
+
+    os.replace(path + ".tmp.png", path)
+    return path
