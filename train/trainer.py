@@ -29,7 +29,7 @@ from train.results import plot_curves, results_table, write_results
 
 def compute_dtype(c) -> jnp.dtype:
     if c.compute_dtype == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+        return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
     return jnp.dtype(c.compute_dtype)
 
 
