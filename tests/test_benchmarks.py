@@ -14,3 +14,14 @@ def test_benchmarks_small(tmp_path):
             data = json.load(f)
         assert data["rows"] and data["env"]["backend"] == "cpu"
     assert all(r["same_selection"] for r in out["thinet_select"])
+
+
+def test_pareto_front_and_plot(tmp_path):
+    from benchmarks.pareto import pareto_front, plot
+
+    pts = [(100, 80.0), (50, 85.0), (200, 90.0), (300, 89.0), (40, 70.0)]
+    assert pareto_front(pts) == [4, 1, 2]
+    runs = [dict(model="m", conv=str(i), bytes=b, accuracy=a / 100) for i, (b, a) in
+            enumerate(pts)]
+    out = plot(runs, str(tmp_path / "p.png"))
+    assert os.path.getsize(out) > 1000

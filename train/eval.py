@@ -74,9 +74,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quantize", type=int, default=0, help="bits (2..8) for a packed export")
     ap.add_argument("--per-channel", action="store_true")
     ap.add_argument("--method", default="uniform", choices=quant.METHODS)
+    ap.add_argument("--freeze-dfs", action="store_true",
+                    help="round DFS locations: evaluate/export the model as an FS model")
     a = ap.parse_args(argv)
     try:
         model, meta = restore(a.workdir, a.which)
+        dfs_table = report.format_locations(report.location_rows(model))
+        if a.freeze_dfs or a.quantize:  # a packed export needs integer offsets
+            from fsjax.nn import freeze_dfs
+
+            freeze_dfs(model)
         if a.quantize:
             q = quant.QuantConfig(bits=a.quantize, per_channel=a.per_channel, method=a.method)
             entries = quant.quantize_model(model, q)
@@ -84,6 +91,8 @@ def main(argv=None) -> int:
         metrics = evaluate(model, meta)
         table, totals = report.report(model, tuple(meta["input_shape"]))
         print(table)
+        if dfs_table != "no DFS layers":
+            print("learned DFS locations\n" + dfs_table)
         out = dict(metrics, **totals, epoch=meta["epoch"])
         if a.export:
             if a.quantize:

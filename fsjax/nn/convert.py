@@ -10,7 +10,7 @@ from flax import nnx
 from fsjax import ops
 from fsjax.nn.conv import Conv, DFSConv, FSConv, KSConv, _Conv, _copy_bias, _kernel_of, _like
 
-__all__ = ["convert", "dense_convs", "materialize"]
+__all__ = ["convert", "dense_convs", "freeze_dfs", "materialize"]
 
 
 def dense_convs(model: nnx.Module) -> list[tuple[tuple, nnx.Module]]:
@@ -110,5 +110,16 @@ def materialize(model: nnx.Module) -> list[str]:
             dense.kernel[...] = node.dense_kernel()
             _copy_bias(node, dense)
             _set(model, tuple(path), dense)
+            done.append(".".join(map(str, path)))
+    return done
+
+
+def freeze_dfs(model: nnx.Module) -> list[str]:
+    """Replace every DFS layer by its frozen FS layer (locations rounded to integer offsets,
+    :meth:`DFSConv.to_fs`): export a trained DFS model as an FS model. Returns the paths."""
+    done = []
+    for path, node in list(nnx.iter_graph(model)):
+        if isinstance(node, DFSConv) and path:
+            _set(model, tuple(path), node.to_fs())
             done.append(".".join(map(str, path)))
     return done
