@@ -20,6 +20,7 @@ from flax import nnx
 
 from fsjax import models
 from fsjax.nn.conv import DFSConv, FSConv, _Conv
+from fsjax.nn.convert import _set
 from fsjax.spec import ConvSpec
 
 __all__ = ["describe", "build", "apply_layer_meta", "copy_matching", "save", "load",
@@ -41,16 +42,6 @@ def describe(model: nnx.Module) -> list[dict]:
             d["location_mode"] = layer.location_mode
         out.append(d)
     return out
-
-
-def _set(model, path, value):
-    parent = model
-    for p in path[:-1]:
-        parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-    if isinstance(path[-1], int):
-        parent[path[-1]] = value
-    else:
-        setattr(parent, path[-1], value)
 
 
 def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:

@@ -205,3 +205,21 @@ def test_sigterm_saves_and_resumes(tmp_path):
     assert kept and max(kept) >= 1
     r = run(tiny_config(num_epochs=max(kept) + 1, data_limit=512), wd)  # resumes
     assert r["epochs"] == max(kept) + 1
+
+
+def test_init_from_dense_projects(tmp_path):
+    from train.eval import restore
+    from train.trainer import _init_from_dense, build_model
+
+    dense_wd = str(tmp_path / "dense")
+    run(tiny_config(num_epochs=1, **{"conv.kind": "dense"}), dense_wd)
+    dense, _ = restore(dense_wd, "best")
+    c = tiny_config(**{"conv.kind": "fs", "conv.compression": 1.0})
+    fs_model, _ = build_model(c, 10, 3)
+    _init_from_dense(fs_model, dense_wd)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    dense.eval()
+    fs_model.eval()
+    np.testing.assert_allclose(fs_model(x), dense(x), rtol=1e-5, atol=1e-5)
+    r = run(tiny_config(num_epochs=1, init_from=dense_wd), str(tmp_path / "fs"))
+    assert np.isfinite(r["accuracy"])

@@ -51,16 +51,9 @@ def _init_from_dense(model, workdir: str):
     """Start from a trained dense run: BN, FC and any same-shaped parameters are copied, conv
     kernels are projected (FS/DFS: least-squares ``fs_project``; KS/WKS: group mean)."""
     from fsjax.ops import fs_project, ks_project
+    from train.eval import restore
 
-    src = Checkpoints(workdir)
-    step = src.best_step() or src.latest_step()
-    if step is None:
-        raise ValueError(f"config.init_from: no checkpoint in {workdir}")
-    meta = src.restore_meta(step)
-    dense = export.build(meta)
-    state = src.restore_arrays(step)
-    src.close()
-    export.load_state(dense, state["params"], state["stats"])
+    dense, _ = restore(workdir, "best")
     export.copy_matching(model, dense)
     src_layers = dict(export.conv_layers(dense))
     for path, layer in export.conv_layers(model):
