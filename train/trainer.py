@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from fsjax import data as fdata
 from fsjax import export, quant, report
@@ -335,4 +334,4 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start) -> dict:
     return r
 
 
-__all__ = ["run", "build_model", "compute_dtype", "optax"]
+__all__ = ["run", "build_model", "compute_dtype"]
