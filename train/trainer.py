@@ -275,12 +275,10 @@ def _on_device(c, ds) -> bool:
 def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
     """Round DFS locations to integers: DFS layers become FS layers; the weights' optimizer
     state carries over by parameter path."""
-    from fsjax.export import conv_layers, load_state
+    from fsjax.nn import freeze_dfs
 
-    load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
-    for path, layer in conv_layers(model):
-        if isinstance(layer, DFSConv):
-            export._set(model, path, layer.to_fs())
+    export.load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
+    freeze_dfs(model)
     fn2, tx, _, ts2 = _setup(model, c, steps)
     old = {jax.tree_util.keystr(p): v for p, v in
            jax.tree_util.tree_flatten_with_path(jax.device_get(ts["opt"]))[0]}

@@ -126,13 +126,11 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     w_kernel = consumer.conv.dense_kernel()
     if criterion.startswith("thinet"):
         s = consumer.conv.spec
-        if s.dilation != (1, 1) or not isinstance(s.padding, str):
+        if s.dilation != (1, 1) or s.padding not in ("SAME", "VALID"):
             raise ValueError(f"{s.name!r}: ThiNet sampling supports undilated SAME/VALID convs")
-        y_shape = (x_in.shape[1] + s.strides[0] - 1) // s.strides[0] if s.padding == "SAME" \
-            else (x_in.shape[1] - s.kernel_size[0]) // s.strides[0] + 1
-        x_shape = (x_in.shape[2] + s.strides[1] - 1) // s.strides[1] if s.padding == "SAME" \
-            else (x_in.shape[2] - s.kernel_size[1]) // s.strides[1] + 1
-        idx = sample_positions(key, x_in.shape[0], (y_shape, x_shape), s.out_features,
+        out_hw = ops.conv_output_hw(x_in.shape[1:3], s.kernel_size, s.strides, s.padding,
+                                    s.dilation)
+        idx = sample_positions(key, x_in.shape[0], out_hw, s.out_features,
                                samples_per_image)
         x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
         method = "stepwise" if criterion == "thinet_stepwise" else "greedy"
