@@ -6,7 +6,13 @@ atomic Orbax save, so a model can be rebuilt from the checkpoint alone."""
 
 from __future__ import annotations
 
+import errno
+import glob
+import logging
 import os
+import shutil
+import threading
+import time
 
 import jax
 import numpy as np
@@ -31,6 +37,8 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(create=True, **_policy(keep, keep_best))
         self.manager = ocp.CheckpointManager(self.dir, options=options,
                                              item_names=("state", "meta"))
+        self._saving, self._closed, self._before = None, False, set()
+        _quiet(True)
 
     def latest_step(self):
         return self.manager.latest_step()
@@ -48,15 +56,37 @@ class Checkpoints:
         return best
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None):
+        """Start an asynchronous save of ``step``; :meth:`wait` reports whether it landed."""
+        self._saving = step
+        self._before = set(threading.enumerate())
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics)
 
     def wait(self):
-        self.manager.wait_until_finished()
+        """Block until the save in flight is on disk. A failed save raises
+        :class:`SaveError` (one line: step, OS error, the steps still intact) after removing
+        its unfinished folder."""
+        step, self._saving = self._saving, None
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:  # orbax re-raises the writer's error, maybe wrapped
+            self._close_after_failure()
+            self._remove_unfinished(step)
+            kept = [s for s in self._steps_on_disk() if s != step]
+            raise SaveError(
+                f"saving checkpoint step {step} to {self.dir} failed: {_os_error(e)}; its "
+                f"unfinished folder was removed; "
+                + (f"the earlier checkpoints ({steps_text(kept)}) are intact"
+                   if kept else "no earlier checkpoint exists")) from None
 
     def restore_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # see restore()
+            raise RuntimeError(f"checkpoint step {step} in {self.dir} failed to restore its "
+                               f"metadata ({_first_line(e)})") from None
 
     def restore(self, step: int, target):
         """Restore ``step`` into the structure/shardings of ``target``. A failure stops with a
@@ -67,8 +97,8 @@ class Checkpoints:
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for broken/mismatched checkpoints
             raise RuntimeError(
-                f"checkpoint step {step} in {self.dir} failed to restore ({type(e).__name__}: "
-                f"{e}). It was left untouched: fix the config to match it, or move the "
+                f"checkpoint step {step} in {self.dir} failed to restore ({_first_line(e)}). "
+                f"It was left untouched: fix the config to match it, or move the "
                 f"directory away to start afresh.") from None
         return out["state"], out["meta"]
 
@@ -79,12 +109,134 @@ class Checkpoints:
                 state=ocp.args.StandardRestore()))
         except Exception as e:  # see restore()
             raise RuntimeError(f"checkpoint step {step} in {self.dir} failed to restore "
-                               f"({type(e).__name__}: {e})") from None
+                               f"({_first_line(e)})") from None
         return jax.tree.map(np.asarray, out["state"])
 
+    @property
+    def aside_dir(self) -> str:
+        return self.dir + "-set-aside"
+
+    def set_aside_after(self, step: int) -> list[int]:
+        """Move the steps after ``step`` to :attr:`aside_dir` (a resume from an earlier step
+        must not overwrite them, nor be overtaken by them); returns the moved steps."""
+        later = [s for s in self._steps_on_disk() if s > step]
+        for s in later:
+            os.makedirs(self.aside_dir, exist_ok=True)
+            dst = os.path.join(self.aside_dir, str(s))
+            if os.path.exists(dst):
+                dst += f".{int(time.time())}"
+            os.replace(os.path.join(self.dir, str(s)), dst)
+        if later:
+            self.manager.reload()
+        return later
+
+    def _steps_on_disk(self) -> list[int]:
+        return sorted(int(n) for n in os.listdir(self.dir) if n.isdigit()) \
+            if os.path.isdir(self.dir) else []
+
+    def _remove_unfinished(self, step):
+        if step is None:
+            return
+        for d in glob.glob(os.path.join(self.dir, f"{step}.orbax-checkpoint-tmp*")):
+            shutil.rmtree(d, ignore_errors=True)
+        final = os.path.join(self.dir, str(step))
+        if os.path.isdir(final) and not _finalized(final):
+            shutil.rmtree(final, ignore_errors=True)
+
+    def _close_after_failure(self, timeout: float = 60.0):
+        """After a failed save the manager is unusable: close it and wait (bounded) for the
+        save's other writer threads, so that none is still writing when its folder is
+        removed (the run stops anyway)."""
+        self._closed = True
+        try:
+            self.manager.close()
+        except Exception:  # it re-raises the same failure
+            pass
+        deadline = time.monotonic() + timeout
+        for t in set(threading.enumerate()) - self._before:
+            if t is not threading.current_thread() and t.ident is not None:  # started
+                t.join(max(0.0, deadline - time.monotonic()))
+        _quiet(False)
+
     def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._closed:
+            return
+        try:
+            self.wait()
+        finally:
+            if not self._closed:
+                self._closed = True
+                self.manager.close()
+                _quiet(False)
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def steps_text(steps) -> str:
+    steps = list(steps)
+    return f"step{'s' if len(steps) != 1 else ''} {', '.join(map(str, steps))}"
+
+
+class SaveError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions, ...)."""
+
+
+def _os_error(e: BaseException) -> str:
+    """The OS error behind an orbax/tensorstore exception, as ``[Errno 28] No space ...``."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return f"[Errno {seen.errno}] {os.strerror(seen.errno)}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    for code in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+        if os.strerror(code).lower() in str(e).lower():
+            return f"[Errno {code}] {os.strerror(code)}"
+    return f"{type(e).__name__}: {text}"
+
+
+def _finalized(step_dir: str) -> bool:
+    return os.path.exists(os.path.join(step_dir, "_CHECKPOINT_METADATA"))
+
+
+class _DropOrbaxErrors(logging.Filter):
+    """Orbax logs a failed background save with long tracebacks from several threads; the
+    trainer reports it in one line instead."""
+
+    def filter(self, record):
+        return "orbax" not in record.pathname
+
+
+_FILTER = _DropOrbaxErrors()
+_HOOK = {}
+
+
+def _orbax_thread(args) -> bool:
+    tb = args.exc_traceback
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _quiet(on: bool):
+    """While a Checkpoints is open, orbax's log records and its writer threads' uncaught
+    exceptions are not printed (a failure reaches the trainer through :meth:`wait`)."""
+    log = logging.getLogger("absl")
+    if on:
+        log.addFilter(_FILTER)
+        if not _HOOK:
+            _HOOK["old"] = old = threading.excepthook
+            threading.excepthook = lambda a: None if _orbax_thread(a) else old(a)
+    else:
+        log.removeFilter(_FILTER)
+        if _HOOK and _FILTER not in log.filters:
+            threading.excepthook = _HOOK.pop("old")
 
 
 def to_host(tree):

@@ -25,7 +25,8 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.dataset = "fashion_mnist"
     c.data_dir = ""          # CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir
-    c.data_limit = 0         # >0: use only this many training examples (quick runs, tests)
+    c.data_limit = 0         # >0: a seeded class-stratified subset of this many training examples
+    c.eval_limit = 0         # >0: the same for the test set (0: the full test set)
     c.model = "resnet20"
     # model options; None = the model's default. See fsjax.models for which model takes which.
     c.model_kw = ml_collections.ConfigDict(
@@ -53,10 +54,14 @@ def base() -> ml_collections.ConfigDict:
     c.compute_dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
     c.on_device = "auto"     # keep the data set in device memory (auto: if it fits)
     c.steps_per_call = 0     # training steps per jitted call (0: about 10 calls per epoch)
+    c.resume_step = 0        # resume from this checkpoint step (0: the latest); later ones are
+    #                          moved to checkpoints-set-aside/
     c.keep_checkpoints = 2
     c.keep_best = True
     c.tensorboard = False
-    c.progress = True
+    c.progress = True        # the interactive bar on a terminal (off: periodic lines only)
+    c.quiet = False          # True: print nothing but errors (results.json is still written)
+    c.log_every_s = 30.0     # off a terminal: a progress line every this many seconds
     c.aux_weight = 0.4       # weight of an auxiliary head's loss (DARTS eval networks)
     # DARTS search (first order): weights on one half of the training set, alphas and DFS
     # locations on the other half
@@ -65,6 +70,14 @@ def base() -> ml_collections.ConfigDict:
                                              overrides={}),
                                         type_safe=False)  # QAT (fsjax.quant); 0 = off
     return c
+
+
+def load_data(c, data_limit: int | None = None):
+    """The config's data set (``data_limit`` overrides ``c.data_limit``); configs saved by an
+    older fsjax may lack ``eval_limit``."""
+    limit = c.data_limit if data_limit is None else data_limit
+    return data.load(c.dataset, c.data_dir, limit, eval_limit=c.get("eval_limit", 0),
+                     seed=c.get("seed", 0))
 
 
 def _choice(key, value, valid):

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fsjax import data as fdata
 from fsjax import export, quant, report
 from train.ckpt import Checkpoints
+from train.configlib import load_data
 from train.loop import Runner, make_mesh
 from train.model_fn import ModelFn, make_eval_step
 
@@ -50,7 +50,7 @@ def restore(workdir: str, which: str = "best"):
 
 def evaluate(model, meta, batch: int = 500, data_limit: int | None = None) -> dict:
     c = ml_collections.ConfigDict(meta["config"])
-    ds = fdata.load(c.dataset, c.data_dir, c.data_limit if data_limit is None else data_limit)
+    ds = load_data(c, data_limit)
     fn = ModelFn.create(model)
     p, s = ModelFn.initial(model)
     param_tf = None

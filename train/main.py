@@ -37,15 +37,31 @@ def main(argv):
     from train.trainer import run
 
     c = CONFIG.value
-    workdir = WORKDIR.value or os.path.join(
-        "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].value.split(":")[0]
-                                                  if isinstance(flags.FLAGS["config"].value, str)
-                                                  else "default"))[0])
+    name = config_name(flags.FLAGS["config"])
+    workdir = WORKDIR.value or default_workdir(name)
     try:
-        run(c, workdir)
+        run(c, workdir, config_name=name)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def config_name(flag) -> str:
+    """The config as the user named it, relative to the project when it is inside it:
+    ``configs/cifar10/models.py:resnet56,dense``."""
+    raw = flag.serialize().split("=", 1)[-1] or _DEFAULT
+    path, sep, arg = raw.partition(":")
+    root = os.path.dirname(os.path.dirname(_DEFAULT))
+    full = os.path.abspath(path)
+    shown = os.path.relpath(full, root) if full.startswith(root + os.sep) else path
+    return shown + sep + arg
+
+
+def default_workdir(name: str) -> str:
+    """``runs/<config file stem>[-<config arg>]``: ``runs/models-resnet56,dense``."""
+    path, _, arg = name.partition(":")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", stem + (f"-{arg}" if arg else ""))
 
 
 if __name__ == "__main__":

@@ -9,41 +9,57 @@ import time
 
 
 class Progress:
-    """A one-line bar on a terminal; one line per epoch otherwise (logs stay readable)."""
+    """What a run tells a person. On a terminal (and ``bar``): a one-line bar. Otherwise (a
+    log file, ``bar=False``): a line every ``every_s`` seconds with step, loss, images/s and
+    ETA. The header, one line per epoch and the final table are always printed unless
+    ``quiet``."""
 
-    def __init__(self, total_epochs: int, steps_per_epoch: int, batch: int, enabled=True,
-                 stream=None):
+    def __init__(self, total_epochs: int, steps_per_epoch: int, batch: int, bar=True,
+                 stream=None, quiet=False, every_s: float = 30.0):
         self.total_epochs, self.steps, self.batch = total_epochs, steps_per_epoch, batch
-        self.enabled = enabled
+        self.quiet, self.every_s = quiet, every_s
         self.stream = stream or sys.stderr
-        self.tty = self.enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.tty = bar and not quiet and getattr(self.stream, "isatty", lambda: False)()
         self.run_start = time.perf_counter()
         self.epochs_timed: list[float] = []
 
+    def say(self, text: str):
+        if not self.quiet:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
     def start_epoch(self, epoch: int):
         self.epoch, self.t0 = epoch, time.perf_counter()
+        self.last_line = self.t0
 
     def update(self, step: int, loss: float):
-        if not self.tty:
+        if self.quiet:
             return
-        el = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        el = now - self.t0
         ips = step * self.batch / max(el, 1e-9)
         eta = (self.steps - step) * el / max(step, 1)
-        width = 24
-        fill = int(width * step / self.steps)
-        self.stream.write(f"\repoch {self.epoch + 1}/{self.total_epochs} "
-                          f"[{'#' * fill}{'.' * (width - fill)}] {step}/{self.steps} "
-                          f"loss {loss:.4f} {ips:,.0f} img/s eta {eta:.0f}s   ")
-        self.stream.flush()
+        if self.tty:
+            width = 24
+            fill = int(width * step / self.steps)
+            self.stream.write(f"\repoch {self.epoch + 1}/{self.total_epochs} "
+                              f"[{'#' * fill}{'.' * (width - fill)}] {step}/{self.steps} "
+                              f"loss {loss:.4f} {ips:,.0f} img/s eta {eta:.0f}s   ")
+            self.stream.flush()
+        elif now - self.last_line >= self.every_s and step < self.steps:
+            self.last_line = now
+            self.say(f"epoch {self.epoch + 1}/{self.total_epochs} step {step}/{self.steps} "
+                     f"loss {loss:.4f} {ips:,.0f} img/s epoch eta {eta:.0f}s")
 
     def end_epoch(self, summary: str) -> float:
         el = time.perf_counter() - self.t0
         self.epochs_timed.append(el)
-        if self.enabled:
+        if not self.quiet:
             left = (self.total_epochs - self.epoch - 1) * el
             self.stream.write(("\r" if self.tty else "") +
                               f"epoch {self.epoch + 1}/{self.total_epochs} {summary} "
-                              f"({el:.1f}s, eta {left:.0f}s)" + " " * 8 + "\n")
+                              f"({el:.1f}s, eta {left:.0f}s)" + (" " * 8 if self.tty else "")
+                              + "\n")
             self.stream.flush()
         return el
 

@@ -44,11 +44,11 @@ def _stage(c, workdir, init, meta, epochs, lr):
 
 
 def prune(c, workdir: str) -> list[dict]:
-    from fsjax import data as fdata
     from fsjax import export
     from fsjax.data.augment import normalize
     from fsjax.prune import thinet
     from train import configlib
+    from train.configlib import load_data
     from train.eval import restore
     from train.trainer import run
 
@@ -65,7 +65,7 @@ def prune(c, workdir: str) -> list[dict]:
         run(c, src)
     model, meta = restore(src, "best")
     rows = [dict(stage="dense", **_summary(model, meta, src))]
-    ds = fdata.load(c.dataset, c.data_dir, c.data_limit)
+    ds = load_data(c)
     rng = np.random.default_rng(c.seed)
     pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
         :p.samples_per_class] for k in range(ds.num_classes)])

@@ -7,9 +7,12 @@ import os
 
 
 def results_table(r: dict) -> str:
+    data = f"{r['dataset']} ({r.get('train_examples', 0):,} train / " \
+           f"{r.get('test_examples', 0):,} test)"
     rows = [
         ("model", f"{r['model']} ({r['conv']})"),
-        ("dataset", r["dataset"]),
+        ("config", r.get("config", "")),
+        ("dataset", data + (f" SUBSET: {r['subset']}" if r.get("subset") else "")),
         ("test accuracy (final)", f"{100 * r['accuracy']:.2f}%"),
         ("test accuracy (best)", f"{100 * r['best_accuracy']:.2f}% (epoch {r['best_epoch']})"),
         ("stored parameters", f"{r['stored_params']:,}"),
@@ -32,26 +35,30 @@ def write_results(workdir: str, r: dict):
     os.replace(path + ".tmp", path)
 
 
-def plot_curves(workdir: str, records: list[dict]) -> str | None:
+def plot_curves(workdir: str, records: list[dict], title: str = "") -> str | None:
+    """Loss and accuracy per epoch, train and test, in two labelled panels."""
     if not records:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ep = [r["epoch"] for r in records]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(ep, [r["train_loss"] for r in records], label="train")
-    a.plot(ep, [r["test_loss"] for r in records], label="test")
-    a.set_xlabel("epoch")
-    a.set_ylabel("loss")
-    a.legend()
-    b.plot(ep, [100 * r["train_accuracy"] for r in records], label="train")
-    b.plot(ep, [100 * r["test_accuracy"] for r in records], label="test")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy (%)")
-    b.legend()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, scale, name in ((a, "loss", 1, "loss"), (b, "accuracy", 100, "accuracy (%)")):
+        ax.plot(ep, [scale * r[f"train_{key}"] for r in records], "o-", ms=4,
+                label="train (augmented, running mean over the epoch)")
+        ax.plot(ep, [scale * r[f"test_{key}"] for r in records], "s-", ms=4,
+                label="test (end of epoch)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or os.path.basename(os.path.abspath(workdir)))
     fig.tight_layout()
     out = os.path.join(workdir, "curves.png")
     fig.savefig(out + ".tmp.png", dpi=100)

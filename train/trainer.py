@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fsjax import data as fdata
-from fsjax import export, quant, report
+from fsjax import export, models, quant, report
 from fsjax.nn import DFSConv
-from train import configlib
-from train.ckpt import Checkpoints
+from train import configlib, health
+from train.ckpt import Checkpoints, steps_text
 from train.loop import Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
 from train.optim import make_optimizer, param_labels
@@ -35,7 +34,8 @@ def compute_dtype(c) -> jnp.dtype:
 def model_meta(c, num_classes: int) -> dict:
     conv = c.conv.to_dict()
     model_kw = {k: v for k, v in c.model_kw.to_dict().items() if v is not None}
-    return dict(model=c.model, model_kw=model_kw, conv=conv, num_classes=num_classes)
+    return dict(model=c.model, arch=models.arch_name(c.model, model_kw), model_kw=model_kw,
+                conv=conv, num_classes=num_classes)
 
 
 def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None):
@@ -110,10 +110,12 @@ class _Stop:
             signal.signal(s, h)
 
 
-def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | None = None) -> dict:
+def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | None = None,
+        config_name: str = "") -> dict:
     """Train (or resume) the run described by ``c`` in ``workdir``; returns the results dict.
 
-    ``stop_after_epochs`` stops the loop early (tests simulate an interruption with it).
+    ``stop_after_epochs`` stops the loop early (tests simulate an interruption with it);
+    ``config_name`` (e.g. ``configs/cifar10/models.py:resnet56,dense``) labels the results.
     """
     t_start = time.perf_counter()
     configlib.validate(c)
@@ -123,7 +125,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     os.makedirs(workdir, exist_ok=True)
     _check_workdir_config(workdir, c)
 
-    ds = fdata.load(c.dataset, c.data_dir, c.data_limit)
+    ds = configlib.load_data(c)
     train_x, train_y = _train_arrays(c, ds)
     n_train = len(train_y)
     steps = n_train // c.batch_size
@@ -140,25 +142,29 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
     try:
         return _train(c, workdir, ckpts, ds, (train_x, train_y), model, meta, dtype, mesh, steps,
-                      stop_after_epochs, t_start)
+                      stop_after_epochs, t_start, config_name)
     finally:
         ckpts.close()
 
 
 def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, stop_after_epochs,
-           t_start):
-    latest = ckpts.latest_step()
+           t_start, config_name):
+    latest = _resume_step(c, ckpts)
     start_epoch = 0
     if latest is not None:
-        saved = ckpts.restore_meta(latest)
+        saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest))
         if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
             model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                       saved["layers"])
         start_epoch = saved["epoch"]
     fn, tx, lr_fn, ts = _setup(model, c, steps)
     if latest is not None:
-        restored, _ = ckpts.restore(latest, _host_state(ts))
-        ts = restored
+        target = _host_state(ts)
+        ts = _checked(ckpts, latest, lambda: _restore_finite(ckpts, latest, target), target)
+        moved = ckpts.set_aside_after(latest)
+        if moved:
+            print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
+                  f"{ckpts.aside_dir}", flush=True)
     param_tf = None
     qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
     if qcfg:
@@ -174,11 +180,13 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
     train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
     eval_data = runner.put_eval(ds.test_images, ds.test_labels)
     log = MetricsLog(workdir, start_epoch, c.tensorboard)
-    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress)
+    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet,
+                   every_s=c.log_every_s)
     end_epoch = c.num_epochs if stop_after_epochs is None else min(
         c.num_epochs, start_epoch + stop_after_epochs)
-    if start_epoch and c.progress:
-        print(f"resumed from {ckpts.dir} at epoch {start_epoch}", flush=True)
+    bar.say(_header(c, config_name, workdir, model, meta, ds, dtype, steps))
+    if start_epoch:
+        bar.say(f"resumed from {ckpts.dir} at epoch {start_epoch}")
 
     with _Stop() as stop:
         for epoch in range(start_epoch, end_epoch):
@@ -194,10 +202,9 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                     acc[k] += m[k]
                 loss = acc["loss"] / max(acc["count"], 1)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss} in epoch {epoch + 1} (step {done}); the "
-                        f"last good checkpoint in {ckpts.dir} is kept. Lower config.optimizer.lr"
-                        f" or set config.optimizer.grad_clip.")
+                    raise FloatingPointError(_diverged(
+                        f"the training loss became {loss} in epoch {epoch + 1} (step {done})",
+                        ckpts))
                 bar.update(done, loss)
                 return stop.signal is None
 
@@ -219,11 +226,78 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                                f" test {100 * ev['accuracy']:.2f}%")
             rec["epoch_s"] = el
             rec["images_per_s"] = steps * c.batch_size / el
+            _check_finite(ts, ev, epoch, ckpts)
             log.write(rec)
             _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
+            ckpts.wait()  # a failed save stops the run here, before the next epoch
     ckpts.wait()
     records = log.read(log.path)
-    return _results(c, workdir, model, fn, ts, ds, records, bar, t_start)
+    return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
+
+
+def _resume_step(c, ckpts):
+    steps = ckpts.all_steps()
+    if not c.resume_step:
+        return max(steps) if steps else None
+    if c.resume_step not in steps:
+        raise ValueError(f"config.resume_step = {c.resume_step} is not a checkpoint in "
+                         f"{ckpts.dir}; valid: " + (", ".join(map(str, sorted(steps)))
+                                                    if steps else "none (no checkpoint yet)"))
+    return c.resume_step
+
+
+def _restore_finite(ckpts, step: int, target):
+    state, _ = ckpts.restore(step, target)
+    bad = health.nonfinite_arrays(state)
+    if bad:
+        raise RuntimeError(f"checkpoint step {step} in {ckpts.dir} holds non-finite values in "
+                           f"{health.describe(bad)} (written by an older fsjax or by hand)")
+    return state
+
+
+def _checked(ckpts, step: int, load, target=None):
+    """``load()``, or one message naming the unusable step, the steps that do restore (and
+    are finite, when ``target`` is given) and the command that resumes from one."""
+    try:
+        return load()
+    except RuntimeError as e:
+        reason = str(e).split(". It was left untouched")[0]
+    good = []
+    for s in sorted((s for s in ckpts.all_steps() if s != step), reverse=True):
+        try:
+            ckpts.restore_meta(s)
+            if target is not None:
+                _restore_finite(ckpts, s, target)
+            good.append(s)
+        except Exception:  # probing: any failure means "does not restore"
+            continue
+    hint = (f"steps that restore: {', '.join(map(str, good))}; resume from one with "
+            f"--config.resume_step={good[0]} (the later steps are moved aside, not deleted)"
+            if good else "no other step restores; move the directory away to start afresh")
+    raise RuntimeError(f"{reason}. It was left untouched; {hint}.")
+
+
+def _diverged(what: str, ckpts) -> str:
+    """One message: what became non-finite, and the last good checkpoint or that none
+    exists yet."""
+    kept = ckpts.all_steps()
+    where = (f"the last good checkpoint, step {max(kept)} in {ckpts.dir}, is kept: re-run "
+             f"with a lower config.optimizer.lr or a config.optimizer.grad_clip to resume from "
+             f"it" if kept else
+             "no checkpoint exists yet (nothing was saved): lower config.optimizer.lr or set "
+             "config.optimizer.grad_clip and start again")
+    return f"training diverged: {what}; nothing was saved for this epoch; {where}."
+
+
+def _check_finite(ts, ev: dict, epoch: int, ckpts) -> None:
+    """Before a save: parameters, DFS locations, batch statistics, optimizer state (one fused
+    on-device reduction) and the evaluation metrics must be finite."""
+    bad: dict = health.nonfinite_arrays(ts)
+    if not math.isfinite(ev["loss"]):
+        bad["evaluation loss"] = f"{ev['loss']}"
+    if bad:
+        raise FloatingPointError(_diverged(
+            f"non-finite values after epoch {epoch + 1} in {health.describe(bad)}", ckpts))
 
 
 def _train_arrays(c, ds):
@@ -307,17 +381,46 @@ def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
     ckpts.save(epoch, _host_state(jax.device_get(ts)), m, dict(accuracy=rec["test_accuracy"]))
 
 
-def _results(c, workdir, model, fn, ts, ds, records, bar, t_start) -> dict:
+def _conv_label(c) -> str:
+    return c.conv.kind if c.conv.kind not in ("fs", "dfs") else \
+        f"{c.conv.kind} rho={c.conv.compression:g}"
+
+
+def _header(c, config_name, workdir, model, meta, ds, dtype, steps) -> str:
+    """What is about to run, before any training."""
+    _, totals = report.report(model, ds.image_shape)
+    data = (f"{ds.name}: {len(ds.train_labels):,} train / {len(ds.test_labels):,} test "
+            f"images {'x'.join(map(str, ds.image_shape))}"
+            + (f" - SUBSET: {ds.subset}" if ds.subset else ""))
+    rows = [("config", config_name or "(config object)"),
+            ("model", f"{meta['arch']} ({_conv_label(c)})"),
+            ("parameters", f"{totals['stored_params']:,} stored, {totals['dense_params']:,} "
+                           f"dense-equivalent ({totals['compression']:.2f}x)"),
+            ("data", data),
+            ("training", f"{c.num_epochs} epochs x {steps} steps, batch {c.batch_size}, "
+                         f"{c.optimizer.name} lr {c.optimizer.lr:g} ({c.schedule.name})"),
+            ("devices", f"{jax.device_count()}x {jax.devices()[0].device_kind} "
+                        f"({jax.process_count()} process), compute {dtype.name}"),
+            ("workdir", os.path.abspath(workdir))]
+    return "\n".join(f"{k:>10}: {v}" for k, v in rows)
+
+
+def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name) -> dict:
     from fsjax.export import load_state
 
     load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     _, totals = report.report(model, ds.image_shape)
     best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
     timed = bar.epochs_timed[1:] or bar.epochs_timed  # the first epoch includes compilation
-    ips = (len(ds.train_labels) // c.batch_size) * c.batch_size / statistics.median(timed) \
-        if timed else float("nan")
-    r = dict(model=c.model, conv=c.conv.kind if c.conv.kind not in ("fs", "dfs") else
-             f"{c.conv.kind} rho={c.conv.compression:g}", dataset=c.dataset,
+    if timed:
+        ips = (len(ds.train_labels) // c.batch_size) * c.batch_size / statistics.median(timed)
+    else:  # nothing trained in this process (a finished run re-run): the recorded epochs
+        logged = [r["images_per_s"] for r in records[1:] or records if "images_per_s" in r]
+        ips = statistics.median(logged) if logged else float("nan")
+    r = dict(model=meta["arch"], config=config_name or "(config object)",
+             config_model=c.model, conv=_conv_label(c), dataset=c.dataset,
+             train_examples=len(ds.train_labels), test_examples=len(ds.test_labels),
+             subset=ds.subset,
              accuracy=records[-1]["test_accuracy"] if records else float("nan"),
              best_accuracy=best.get("test_accuracy", float("nan")),
              best_epoch=best.get("epoch", 0), epochs=len(records),
@@ -326,8 +429,9 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start) -> dict:
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
              compute_dtype=str(compute_dtype(c)), **totals)
     write_results(workdir, r)
-    plot_curves(workdir, records)
-    if c.progress:
+    run_name = os.path.basename(os.path.abspath(workdir))
+    plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}")
+    if not c.quiet:
         print(results_table(r), flush=True)
     return r
 

@@ -39,6 +39,18 @@ class Dataset:
     num_classes: int
     mean: tuple
     std: tuple
+    full_sizes: tuple = ()  # (train, test) sizes before any subset
+
+    @property
+    def subset(self) -> str:
+        """'' for the full data set, else e.g. '2,560 of 50,000 train (class-stratified
+        random subset)'."""
+        if not self.full_sizes:
+            return ""
+        parts = [f"{len(y):,} of {n:,} {what}" for y, n, what in
+                 ((self.train_labels, self.full_sizes[0], "train"),
+                  (self.test_labels, self.full_sizes[1], "test")) if len(y) < n]
+        return (", ".join(parts) + " (class-stratified random subset)") if parts else ""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -87,9 +99,26 @@ def _synthetic(limit: int, shape=(32, 32, 3), classes=10, seed=0):
     return {"train": make(n), "test": make(max(n // 4, 64))}, classes
 
 
-def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "") -> Dataset:
-    """Load a data set into host memory. ``limit`` > 0 keeps the first ``limit`` train and
-    ``limit // 4`` (at least 64) test examples (for quick tests)."""
+def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``n`` examples with each class in its
+    proportion of ``labels`` (largest remainders get the leftover places)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * n / len(labels)
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n - take.sum()]:
+        take[i] += 1
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take,
+                                                                                strict=True)]
+    return np.sort(np.concatenate(picks))
+
+
+def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "",
+         eval_limit: int = 0, seed: int = 0) -> Dataset:
+    """Load a data set into host memory. ``limit`` > 0 keeps a seeded, class-stratified random
+    subset of that many training examples, ``eval_limit`` > 0 the same of the test set (the
+    full test set otherwise); :attr:`Dataset.subset` says so."""
     if name == "fashion_mnist":
         # one prepared copy per source folder (the Debian one unless data_dir names another)
         src = os.path.abspath(fashion_mnist.source_dir(data_dir))
@@ -108,13 +137,17 @@ def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "")
     else:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
-    if limit:
-        xtr, ytr = xtr[:limit], ytr[:limit]
-        xte, yte = xte[: max(limit // 4, 64)], yte[: max(limit // 4, 64)]
+    full = (len(ytr), len(yte))
+    if limit and limit < len(ytr):
+        keep = stratified_subset(ytr, limit, seed)
+        xtr, ytr = xtr[keep], ytr[keep]
+    if eval_limit and eval_limit < len(yte):
+        keep = stratified_subset(yte, eval_limit, seed + 1)
+        xte, yte = xte[keep], yte[keep]
     key = name.split(":")[-1]
     if key in MEAN_STD:
         mean, std = MEAN_STD[key]
     else:
         x = xtr[:10000].astype(np.float64) / 255
         mean, std = tuple(x.mean((0, 1, 2))), tuple(x.std((0, 1, 2)) + 1e-6)
-    return Dataset(name, xtr, ytr, xte, yte, classes, tuple(mean), tuple(std))
+    return Dataset(name, xtr, ytr, xte, yte, classes, tuple(mean), tuple(std), full)

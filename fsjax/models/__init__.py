@@ -19,7 +19,7 @@ from fsjax.models.mobilenet import MobileNetV1
 from fsjax.models.resnet import ResNet
 from fsjax.models.vgg import VGG
 
-__all__ = ["MODELS", "create", "ConvFactory", "ConvBN", "batch_norm", "ResNet", "VGG",
+__all__ = ["MODELS", "create", "arch_name", "ConvFactory", "ConvBN", "batch_norm", "ResNet", "VGG",
            "MobileNetV1", "DenseNetBC"]
 
 
@@ -75,3 +75,55 @@ def create(name: str, *, num_classes: int = 10, conv: ConvFactory | str = "dense
         return MODELS[name](num_classes, factory=factory, rngs=rngs or nnx.Rngs(seed), **model_kw)
     except TypeError as e:
         raise ValueError(f"model {name!r}: bad option ({e})") from None
+
+
+_CIFAR_DEPTH = {n: int(n[6:]) for n in MODELS if n.startswith("resnet") and n[6:].isdigit()
+                and n not in ("resnet18", "resnet34", "resnet50")}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "/".join(_fmt(x) for x in v)
+    return str(v)
+
+
+_NO = object()
+
+
+def _same(a, b) -> bool:
+    norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+    return a is not _NO and norm(a) == norm(b)
+
+
+def _defaults(name: str) -> dict:
+    """Default options of the zoo builder (and of the class it calls), e.g. depth=56."""
+    import inspect
+
+    out = {}
+    targets = [MODELS.get(name)]
+    targets += [c for c in (ResNet, VGG, MobileNetV1, DenseNetBC, DartsSearch, DartsEval)
+                if c.__name__.lower().startswith(name[:3])]
+    for t in filter(None, targets):
+        for p in inspect.signature(t).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                out.setdefault(p.name, p.default)
+    if name in _CIFAR_DEPTH:
+        out["depth"] = _CIFAR_DEPTH[name]
+    return out
+
+
+def arch_name(name: str, model_kw: dict | None = None) -> str:
+    """The architecture that ``create(name, **model_kw)`` builds, named by its resolved options:
+    ``arch_name('resnet56', {'depth': 8})`` is ``'resnet8'``; other non-default options follow
+    in brackets (``'resnet8(widths=4/8/8)'``). ``in_channels`` (set by the data) is left out."""
+    defaults = _defaults(name)
+    kw = {k: v for k, v in (model_kw or {}).items()
+          if v is not None and k != "in_channels" and not _same(defaults.get(k, _NO), v)}
+    base = name
+    if name in _CIFAR_DEPTH and "depth" in kw:
+        depth = int(kw.pop("depth"))
+        base = f"resnet{depth}"
+        if name == "resnet164" and depth != 164:
+            base += "-bottleneck"
+    opts = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(kw.items()))
+    return f"{base}({opts})" if opts else base
