@@ -69,7 +69,7 @@ def main(argv=None):
             for label, conv, kw, mat in variants(name, a.small):
                 t = latency(name, conv, kw, mat, batch, a.runs, jnp.dtype(a.dtype))
                 base = base or t
-                rows.append(dict(model=name, variant=label, batch=batch, ms=t * 1e3,
+                rows.append(dict(model=models.arch_name(name, kw), variant=label, batch=batch, ms=t * 1e3,
                                  vs_dense=t / base))
     print_table(rows, ["model", "variant", "batch", "ms", "vs_dense"])
     write_json(a.json_dir, "inference_latency", rows)

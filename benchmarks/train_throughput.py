@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.common import print_table, timeit, write_json
 from configs.variants import apply_variant
+from fsjax import models
 from train import configlib
 from train.loop import Runner, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
@@ -107,7 +108,8 @@ def main(argv=None):
                 for kind in a.kinds.split(","):
                     ips = bench_step(model, kind, dtype, batch, a.runs, a.small)
                     base = base or ips
-                    rows.append(dict(model=model, conv=kind, dtype=dtype, batch=batch,
+                    kw = (SMALL_KW if a.small else MODEL_KW).get(model, {})
+                    rows.append(dict(model=models.arch_name(model, kw), conv=kind, dtype=dtype, batch=batch,
                                      images_per_s=ips, vs_dense=ips / base))
                     print_table(rows[-1:], list(rows[-1]))
     print_table(rows, ["model", "conv", "dtype", "batch", "images_per_s", "vs_dense"])
@@ -116,7 +118,8 @@ def main(argv=None):
         for kind in a.kinds.split(","):
             e = bench_epoch(kind, a.dtypes.split(",")[-1], int(a.batches.split(",")[-1]),
                             a.epoch_images if not a.small else 64, a.small)
-            epochs.append(dict(model="resnet18", conv=kind, **e))
+            kw = (SMALL_KW if a.small else MODEL_KW)["resnet18"]
+            epochs.append(dict(model=models.arch_name("resnet18", kw), conv=kind, **e))
         print_table(epochs, list(epochs[0]))
     write_json(a.json_dir, "train_throughput", rows, epochs=epochs)
     return rows

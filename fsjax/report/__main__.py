@@ -40,6 +40,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table, totals = report(model, shape)
+    print(f"model: {models.arch_name(a.model, extra)} ({a.conv}), input {a.input}")
     print(table)
     if a.json:
         print(json.dumps(totals))
