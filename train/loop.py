@@ -29,61 +29,62 @@ def epoch_keys(seed: int, epoch: int):
     return jax.random.fold_in(base, 0), jax.random.fold_in(base, 1)
 
 
-def chunk_size(steps: int, requested: int) -> int:
-    """Largest divisor of ``steps`` not above the target (default: about 10 calls/epoch)."""
-    target = requested or max(1, steps // 10)
-    target = min(max(target, 1), steps)
+def chunk_size(steps: int, requested: int, backend: str | None = None) -> int:
+    """Training steps per jitted call: the largest divisor of ``steps`` not above
+    ``requested``; ``requested=0`` (auto) is 1 on the CPU and about 10 calls per epoch
+    elsewhere (see :class:`Runner`)."""
+    if not requested:
+        requested = 1 if (backend or jax.default_backend()) == "cpu" else max(1, steps // 10)
+    target = min(max(requested, 1), steps)
     return max(d for d in range(1, target + 1) if steps % d == 0)
 
 
 class Runner:
-    """Compiles and runs training chunks and evaluation for one model/optimizer setup."""
+    """Compiles and runs training chunks and evaluation for one model/optimizer setup.
+
+    One epoch loop for every backend and for both data placements: a Python loop over jitted
+    *chunks*, each a ``lax.scan`` over ``chunk_size`` training steps. The only differences:
+
+    - ``unroll`` (default: on the CPU): XLA:CPU runs a convolution inside a while loop
+      50-100x slower than at top level (jax-ml/jax#12868), so there the scan is unrolled
+      (and the auto chunk is one step); elsewhere it is a real loop.
+    - where a step's batch comes from: on-device data is gathered inside the chunk by the
+      epoch's permutation; streamed data arrives as ``(chunk, batch, ...)`` arrays assembled
+      on the host (each process puts only its rows of the global batch).
+
+    Metrics are summed on the device and fetched about 10 times per epoch (``on_chunk``).
+    Evaluation is a Python loop of one jitted call per evaluation batch on every backend.
+    """
 
     def __init__(self, step_fn, eval_fn, mesh: Mesh, batch: int, eval_batch: int,
-                 on_device: bool):
+                 on_device: bool, unroll: bool | None = None):
         self.mesh, self.batch, self.eval_batch = mesh, batch, eval_batch
         self.on_device = on_device
+        self.unroll = jax.default_backend() == "cpu" if unroll is None else bool(unroll)
         self.repl = NamedSharding(mesh, P())
         self.shard = NamedSharding(mesh, P("data"))
+        self.shard_chunk = NamedSharding(mesh, P(None, "data"))
         constrain = lambda x: jax.lax.with_sharding_constraint(x, self.shard)
 
-        def chunk(ts, xs, ys, perm, steps, key):
-            def body(ts, i):
+        def fetch(data, i):
+            if on_device:
+                xs, ys, perm = data
                 idx = jax.lax.dynamic_slice(perm, (i * batch,), (batch,))
-                x, y = constrain(xs[idx]), constrain(ys[idx])
-                ts, m = step_fn(ts, x, y, jax.random.fold_in(key, ts["step"]))
-                return ts, m
-            ts, ms = jax.lax.scan(body, ts, steps)
+                return xs[idx], ys[idx]
+            xs, ys = data
+            return xs[i], ys[i]
+
+        def chunk(ts, data, steps, key):
+            def body(ts, i):
+                x, y = fetch(data, i)
+                return step_fn(ts, constrain(x), constrain(y),
+                               jax.random.fold_in(key, ts["step"]))
+            ts, ms = jax.lax.scan(body, ts, steps, unroll=self.unroll)
             return ts, jax.tree.map(jnp.sum, ms)
 
-        def one(ts, xs, ys, perm, i, key):
-            idx = jax.lax.dynamic_slice(perm, (i * batch,), (batch,))
-            return step_fn(ts, constrain(xs[idx]), constrain(ys[idx]),
-                           jax.random.fold_in(key, ts["step"]))
-
-        # XLA:CPU runs convolutions inside while loops (scan) ~50x slower than at top level
-        # (measured: 4.2 s vs 0.08 s for one 64-channel 3x3 conv training step), so on the CPU
-        # a chunk is a Python loop of jitted steps; on accelerators it is one jitted scan.
-        self.loop_in_python = jax.default_backend() == "cpu"
         self._chunk = jax.jit(chunk, donate_argnums=(0,))
-        self._one = jax.jit(one, donate_argnums=(0,))
-        self._step = jax.jit(lambda ts, x, y, key: step_fn(
-            ts, constrain(x), constrain(y), jax.random.fold_in(key, ts["step"])),
-            donate_argnums=(0,))
-
-        def evaluate(params, stats, xs, ys, mask):
-            def body(acc, b):
-                x, y, m = b
-                out = eval_fn(params, stats, constrain(x), constrain(y), constrain(m))
-                return jax.tree.map(jnp.add, acc, out), None
-            zero = dict(loss=jnp.zeros(()), correct=jnp.zeros((), jnp.int32),
-                        count=jnp.zeros((), jnp.int32))
-            acc, _ = jax.lax.scan(body, zero, (xs, ys, mask))
-            return acc
-
-        self._eval = jax.jit(evaluate)
-        self._eval_one = jax.jit(lambda p, s, x, y, m: eval_fn(p, s, constrain(x), constrain(y),
-                                                               constrain(m)))
+        self._eval = jax.jit(lambda p, s, xs, ys, ms, i: eval_fn(
+            p, s, constrain(xs[i]), constrain(ys[i]), constrain(ms[i])))
 
     # --- data placement ------------------------------------------------------------------
     def put_replicated(self, *arrays):
@@ -97,74 +98,80 @@ class Runner:
         mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
         images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-        shard = NamedSharding(self.mesh, P(None, "data"))
-        r = lambda a: jax.device_put(a.reshape(nb, b, *a.shape[1:]), shard)
-        return r(images), r(labels), r(mask)
+        rows = np.arange(nb * b).reshape(nb, b)
+        return [self._put_rows(a, rows) for a in (images, labels, mask)]
+
+    def _put_rows(self, a, rows):
+        """``a[rows]`` for ``rows`` of shape ``(k, global batch)`` as a device array whose axis
+        1 is split over the devices; in a multi-process run each process reads and transfers
+        only its own columns of ``rows``."""
+        if jax.process_count() == 1:
+            return jax.device_put(a[rows], self.shard_chunk)
+        n, p, i = rows.shape[1], jax.process_count(), jax.process_index()
+        local = a[rows[:, i * n // p:(i + 1) * n // p]]
+        return jax.make_array_from_process_local_data(
+            self.shard_chunk, local, (*rows.shape, *a.shape[1:]))
 
     # --- running ---------------------------------------------------------------------------
     def train_epoch(self, ts, data, n_train: int, seed: int, epoch: int, steps_per_call: int,
-                    on_chunk):
-        """Run one epoch; ``on_chunk(steps_done, metrics_host) -> bool`` (False: stop)."""
+                    on_chunk, after_first_call=None):
+        """Run one epoch; ``on_chunk(steps_done, metrics_host) -> bool`` (False: stop).
+        ``after_first_call()`` runs once the first chunk is dispatched (the trainer waits for
+        the previous epoch's checkpoint there, while the device computes)."""
         steps = n_train // self.batch
         k_perm, k_step = epoch_keys(seed, epoch)
         perm = jax.random.permutation(k_perm, n_train)[: steps * self.batch].astype(jnp.int32)
+        size = chunk_size(steps, steps_per_call)
+        every = max(size, max(1, steps // 10) // size * size)  # host syncs per epoch: ~10
         if self.on_device:
             xs, ys = data
-            size = chunk_size(steps, steps_per_call)
             perm = jax.device_put(perm, self.repl)
-            for start in range(0, steps, size):
-                if self.loop_in_python:
-                    m = None
-                    for i in range(start, start + size):
-                        ts, mi = self._one(ts, xs, ys, perm, i, k_step)
-                        m = mi if m is None else jax.tree.map(jnp.add, m, mi)
-                else:
-                    ts, m = self._chunk(ts, xs, ys, perm, jnp.arange(start, start + size),
-                                        k_step)
-                if not on_chunk(start + size, jax.device_get(m)):
-                    return ts, False
-            return ts, True
-        return self._stream_epoch(ts, data, np.asarray(perm), steps, k_step, steps_per_call,
-                                  on_chunk)
-
-    def _stream_epoch(self, ts, data, perm, steps, key, steps_per_call, on_chunk):
-        xs, ys = data
-        every = chunk_size(steps, steps_per_call)
-        q: queue.Queue = queue.Queue(maxsize=3)
-
-        def produce():
-            for s in range(steps):
-                idx = np.sort(perm[s * self.batch:(s + 1) * self.batch])
-                q.put(self._put_batch(xs[idx], ys[idx]))
-            q.put(None)
-
-        threading.Thread(target=produce, daemon=True).start()
+            chunks = (((xs, ys, perm), start) for start in range(0, steps, size))
+        else:
+            chunks = self._stream(data, np.asarray(perm), steps, size)
         acc = None
-        for s in range(steps):
-            x, y = q.get()
-            ts, m = self._step(ts, x, y, key)
+        for batches, start in chunks:
+            ts, m = self._chunk(ts, batches, jnp.arange(start, start + size), k_step)
             acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-            if (s + 1) % every == 0:
-                if not on_chunk(s + 1, jax.device_get(acc)):
+            if after_first_call is not None:
+                after_first_call()
+                after_first_call = None
+            done = start + size
+            if done % every == 0 or done == steps:
+                if not on_chunk(done, jax.device_get(acc)):
                     return ts, False
                 acc = None
         return ts, True
 
-    def _put_batch(self, x, y):
-        if jax.process_count() > 1:
-            return (jax.make_array_from_process_local_data(self.shard, x),
-                    jax.make_array_from_process_local_data(self.shard, y))
-        return jax.device_put(x, self.shard), jax.device_put(y, self.shard)
+    def _stream(self, data, perm, steps, size):
+        """``((xs, ys), start)`` per chunk, assembled on the host in a background thread
+        (prefetch 2 chunks); the indices of chunk step ``i`` are the same rows of the epoch's
+        permutation as on-device training uses, in the same order."""
+        xs, ys = data
+        b = self.batch
+        q: queue.Queue = queue.Queue(maxsize=2)
+
+        def produce():
+            try:
+                for start in range(0, steps, size):
+                    rows = perm[start * b:(start + size) * b].reshape(size, b)
+                    q.put(((self._put_rows(xs, rows), self._put_rows(ys, rows)), start))
+            except BaseException as e:  # surfaces in the training thread
+                q.put(e)
+            q.put(None)
+
+        threading.Thread(target=produce, daemon=True).start()
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def evaluate(self, params, stats, eval_data) -> dict:
-        if self.loop_in_python:
-            xs, ys, ms = eval_data
-            m = None
-            for i in range(xs.shape[0]):
-                mi = self._eval_one(params, stats, xs[i], ys[i], ms[i])
-                m = mi if m is None else jax.tree.map(jnp.add, m, mi)
-        else:
-            m = self._eval(params, stats, *eval_data)
+        xs, ys, ms = eval_data
+        m = None
+        for i in range(xs.shape[0]):
+            mi = self._eval(params, stats, xs, ys, ms, i)
+            m = mi if m is None else jax.tree.map(jnp.add, m, mi)
         m = jax.device_get(m)
         n = max(int(m["count"]), 1)
         return dict(loss=float(m["loss"]) / n, accuracy=float(m["correct"]) / n)

@@ -208,8 +208,10 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                 bar.update(done, loss)
                 return stop.signal is None
 
+            # the previous epoch's save is awaited once this epoch's first chunk is running:
+            # a failed save stops the run before any of this epoch is logged or saved
             ts, finished = runner.train_epoch(ts, train_data, n_train, c.seed, epoch,
-                                              c.steps_per_call, on_chunk)
+                                              c.steps_per_call, on_chunk, ckpts.wait)
             if not finished:
                 ckpts.wait()
                 print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; the last "
@@ -229,7 +231,6 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             _check_finite(ts, ev, epoch, ckpts)
             log.write(rec)
             _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
-            ckpts.wait()  # a failed save stops the run here, before the next epoch
     ckpts.wait()
     records = log.read(log.path)
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)

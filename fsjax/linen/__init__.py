@@ -100,7 +100,8 @@ class DFSConv(_Conv):
         raw = self.param("locations", lambda _k: jnp.asarray(
             ops.dfs_init_raw(spec.np_offsets(), spec.length, self.location_mode)))
         loc = ops.dfs_locations(raw, spec.length, self.location_mode)
-        return spec.materialize(stored.astype(dtype), loc), None
+        # interpolation (and the locations' gradient) in the parameters' float32, then cast
+        return spec.materialize(stored, loc).astype(dtype), None
 
 
 class KSConv(_Conv):

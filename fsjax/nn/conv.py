@@ -149,7 +149,8 @@ class DFSConv(_Conv):
         return self.spec.materialize(self.fs[...], self.location_values())
 
     def _forward_kernel(self, dtype):
-        return self.spec.materialize(self.fs[...].astype(dtype), self.location_values()), None
+        # interpolation (and the locations' gradient) in the parameters' float32, then cast
+        return self.spec.materialize(self.fs[...], self.location_values()).astype(dtype), None
 
     def rounded_offsets(self) -> np.ndarray:
         """Locations rounded to the nearest integer segment start, wrapped into [0, L)."""

@@ -1,0 +1,142 @@
+"""The one epoch loop: a scan that is unrolled (the CPU default) or a real loop (what runs on
+GPU/TPU), one step or several per call, data on the device or streamed from the host - all
+give the same parameters and metrics. And the bf16 setting on every model family."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.test_train_step import TINY
+from train import configlib
+from train.loop import Runner, chunk_size, make_mesh
+from train.model_fn import ModelFn, make_eval_step, make_train_step
+from train.trainer import _setup, build_model
+
+N, BATCH = 128, 16
+MEAN, STD = (0.5,) * 3, (0.25,) * 3
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(N, 16, 16, 3), dtype=np.uint8)
+    return x, (np.arange(N) % 10).astype(np.int32)
+
+
+def _epochs(on_device, unroll, steps_per_call, epochs=2, kind="dfs"):
+    c = configlib.base()
+    c.model, c.conv.kind = "resnet8", kind
+    c.model_kw.widths = (4, 8, 8)
+    model, _ = build_model(c, 10, 3, jnp.float32)
+    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    r = Runner(make_train_step(fn, tx, c, MEAN, STD, jnp.float32),
+               make_eval_step(fn, MEAN, STD, jnp.float32), make_mesh(), BATCH, 48, on_device,
+               unroll)
+    x, y = _data()
+    data = r.put_replicated(x, y) if on_device else (x, y)
+    ts = jax.device_put(ts, r.repl)
+    seen = []
+    for epoch in range(epochs):
+        ts, done = r.train_epoch(ts, data, N, 0, epoch, steps_per_call,
+                                 lambda n, m: seen.append((n, jax.tree.map(np.asarray, m))) or True)
+        assert done
+    ev = r.evaluate(ts["params"], ts["stats"], r.put_eval(x[:100], y[:100]))
+    return jax.device_get(ts), seen, ev
+
+
+def _assert_same(a, b, exact=True):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if exact:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _epochs(on_device=True, unroll=True, steps_per_call=1)
+
+
+def test_chunk_size():
+    assert chunk_size(390, 0, "cpu") == 1
+    assert chunk_size(390, 0, "gpu") == 39
+    assert chunk_size(390, 50, "gpu") == 39 and chunk_size(8, 4, "cpu") == 4
+
+
+@pytest.mark.parametrize("on_device,unroll,per_call", [
+    (True, False, 4),   # the accelerator program: a while loop of 4 steps per call
+    (False, True, 1),   # streamed from the host
+    (False, False, 8),
+    (True, True, 4),    # several unrolled steps in one program (CPU, steps_per_call=4)
+])
+def test_epoch_paths_equal(reference, on_device, unroll, per_call):
+    """Bit-identical to one step per call, except several *unrolled* steps in one program:
+    XLA:CPU then fuses and schedules the steps' arithmetic differently (measured: 1e-6 to
+    6e-6 absolute after 8 steps, also with optimization barriers between the steps)."""
+    exact = not (unroll and per_call > 1)
+    ts, seen, ev = _epochs(on_device, unroll, per_call)
+    ref_ts, ref_seen, ref_ev = reference
+    _assert_same(ts, ref_ts, exact)
+    if exact:
+        assert ev == ref_ev
+    else:
+        assert ev == pytest.approx(ref_ev, rel=1e-4)
+    # metrics: same sums per epoch however they were chunked
+    def per_epoch(s):
+        out, acc = [], None
+        for n, m in s:
+            acc = m if acc is None else jax.tree.map(np.add, acc, m)
+            if n == N // BATCH:
+                out.append(acc)
+                acc = None
+        return out
+    _assert_same(per_epoch(seen), per_epoch(ref_seen), exact)
+
+
+BF16_KINDS = {"resnet56": "fs", "resnet164": "dfs", "resnet18": "wks", "resnet50": "ks",
+              "vgg16": "dense", "mobilenet_v1": "wks", "densenet_bc100": "dfs"}
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_bf16_step_every_family(name):
+    """bf16 compute, f32 parameters, optimizer state, statistics and loss."""
+    kind = BF16_KINDS[name]
+    c = configlib.base()
+    c.model, c.conv.kind, c.conv.group_size = name, kind, 2
+    for k, v in TINY[name].items():
+        c.model_kw[k] = v
+    image = 32 if name in ("vgg16", "resnet50") else 16
+    x = jax.random.randint(jax.random.key(0), (4, image, image, 3), 0, 256).astype(jnp.uint8)
+    y = jnp.arange(4) % 10
+    model, _ = build_model(c, 10, 3, jnp.bfloat16)
+    fn, tx, _, ts = _setup(model, c, 10)
+    new, m = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.bfloat16))(
+        ts, x, y, jax.random.key(1))
+    assert np.isfinite(float(m["loss"])) and m["loss"].dtype == jnp.float32
+    for tree in (new["params"], new["stats"], new["opt"]):
+        for leaf in jax.tree.leaves(tree):
+            if jnp.issubdtype(leaf.dtype, jnp.floating):
+                assert leaf.dtype == jnp.float32 and np.all(np.isfinite(leaf)), name
+    # the same parameters evaluated in float32 and in bfloat16
+    xn = (x.astype(jnp.float32) / 255 - 0.5) / 0.25
+    ref = np.asarray(ModelFn.create(build_model(c, 10, 3, jnp.float32)[0]).apply(
+        new["params"], new["stats"], xn, False)[0])
+    low = np.asarray(fn.apply(new["params"], new["stats"], xn.astype(jnp.bfloat16), False)[0])
+    # bf16 keeps 8 bits of mantissa: logits within 5% of their largest magnitude
+    tol = 0.05 * (np.abs(ref).max() + 1e-3)
+    assert np.abs(low - ref).max() <= tol, (name, np.abs(low - ref).max(), tol)
+
+
+def test_dfs_interpolation_stays_float32():
+    """In bf16 compute, the DFS kernel is interpolated from the float32 summary and float32
+    locations and only then cast: equal to the float32 kernel rounded once."""
+    from flax import nnx
+
+    from fsjax.nn import DFSConv
+
+    conv = DFSConv(8, 16, (3, 3), compression=4.0, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    conv.locations[...] = conv.locations[...] + 0.37  # fractional: interpolation matters
+    k16, _ = conv._forward_kernel(jnp.bfloat16)
+    k32, _ = conv._forward_kernel(jnp.float32)
+    assert k16.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(k16), np.asarray(k32.astype(jnp.bfloat16)))
