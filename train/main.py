@@ -17,23 +17,38 @@ CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT, "config file (get_c
 WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<config name>)")
 
 
-def _distributed_init():
-    """Multi-host: initialise when a cluster environment is present."""
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "multi-process: host:port of process 0 (jax.distributed)")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
+HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100, "multi-process: a process silent this long is presumed "
+    "dead and the others stop")
+CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS",
+               "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def distributed_init():
+    """Start JAX's distributed runtime: from the flags, or auto-detected (TPU pods, Slurm,
+    Open MPI, ...) when a cluster environment is present; nothing for one process. On the CPU
+    the collectives go through gloo."""
     import jax
 
-    if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
-                                     "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")):
-        try:
-            jax.distributed.initialize()
-        except (RuntimeError, ValueError) as e:
-            print(f"jax.distributed.initialize() skipped: {e}", file=sys.stderr)
+    if COORDINATOR.value is None and not any(v in os.environ for v in CLUSTER_ENV):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kw = dict(heartbeat_timeout_seconds=HEARTBEAT.value)
+    if COORDINATOR.value is not None:
+        kw.update(coordinator_address=COORDINATOR.value, num_processes=NUM_PROCESSES.value,
+                  process_id=PROCESS_ID.value)
+    jax.distributed.initialize(**kw)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax/TFDS info lines would drown the progress
-    _distributed_init()
+    distributed_init()
     from train.trainer import run
 
     c = CONFIG.value

@@ -67,14 +67,17 @@ class Progress:
 class MetricsLog:
     """``workdir/metrics.jsonl``; on resume, lines past the restored epoch are dropped."""
 
-    def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        kept = [r for r in self.read(self.path) if r.get("epoch", 0) <= resume_epoch]
+    def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False,
+                 writer: bool = True):
+        self.path, self.writer = os.path.join(workdir, "metrics.jsonl"), writer
+        self.records = [r for r in self.read(self.path) if r.get("epoch", 0) <= resume_epoch]
+        self.tb = None
+        if not writer:  # another process of a multi-process run writes the files
+            return
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+            f.writelines(json.dumps(r) + "\n" for r in self.records)
         os.replace(tmp, self.path)
-        self.tb = None
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -91,6 +94,9 @@ class MetricsLog:
             return [json.loads(line) for line in f if line.strip()]
 
     def write(self, record: dict):
+        self.records.append(record)
+        if not self.writer:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb:

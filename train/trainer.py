@@ -78,10 +78,11 @@ def _check_workdir_config(workdir: str, c) -> None:
             raise ValueError(
                 f"workdir {workdir} holds a run with a different config ({', '.join(diff)} "
                 f"differ); use another --workdir to start a new run")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(new, f, indent=1)
-    os.replace(tmp, path)
+    if jax.process_index() == 0:  # one writer in a multi-process run
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(new, f, indent=1)
+        os.replace(tmp, path)
 
 
 class _Stop:
@@ -179,8 +180,9 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
     ts = jax.device_put(ts, runner.repl)
     train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
     eval_data = runner.put_eval(ds.test_images, ds.test_labels)
-    log = MetricsLog(workdir, start_epoch, c.tensorboard)
-    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet,
+    primary = jax.process_index() == 0  # the one process that writes files and prints
+    log = MetricsLog(workdir, start_epoch, c.tensorboard, writer=primary)
+    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet or not primary,
                    every_s=c.log_every_s)
     end_epoch = c.num_epochs if stop_after_epochs is None else min(
         c.num_epochs, start_epoch + stop_after_epochs)
@@ -232,7 +234,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             log.write(rec)
             _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
     ckpts.wait()
-    records = log.read(log.path)
+    records = log.records
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
 
 
@@ -429,6 +431,8 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
              images_per_s=ips, wall_s=time.perf_counter() - t_start,
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
              compute_dtype=str(compute_dtype(c)), **totals)
+    if jax.process_index():
+        return r
     write_results(workdir, r)
     run_name = os.path.basename(os.path.abspath(workdir))
     plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}")
