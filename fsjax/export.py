@@ -11,8 +11,10 @@ file and renamed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -24,7 +26,7 @@ from fsjax.nn.convert import _set
 from fsjax.spec import ConvSpec
 
 __all__ = ["describe", "build", "apply_layer_meta", "copy_matching", "save", "load",
-           "load_state", "flatten", "unflatten"]
+           "load_state", "flatten", "unflatten", "checksum", "seal", "verify", "read_npz"]
 
 
 def conv_layers(model: nnx.Module):
@@ -106,11 +108,68 @@ def unflatten(flat: dict) -> dict:
     return out
 
 
+def checksum(arrays: dict, meta: dict) -> str:
+    """SHA-256 over every array (name, dtype, shape, bytes, in name order) and the metadata
+    (canonical JSON, without its ``sha256`` field)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def seal(arrays: dict, meta: dict) -> dict:
+    """``meta`` with the arrays' manifest (shape, dtype) and :func:`checksum`."""
+    meta = dict(meta, arrays={k: dict(shape=list(np.shape(v)), dtype=np.asarray(v).dtype.str)
+                              for k, v in sorted(arrays.items())})
+    return dict(meta, sha256=checksum(arrays, meta))
+
+
+def read_npz(file: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles); a file that is not one is an error naming it."""
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("not an .npz archive")
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        why = "not an .npz archive" if "pickle" in str(e) else (
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated or corrupt'}")
+        raise ValueError(f"{file} is not a readable fsjax export ({why})") from None
+
+
+def verify(file: str, arrays: dict, meta: dict) -> None:
+    """Every array present with the recorded shape and dtype, nothing extra, and the checksum
+    over arrays and metadata intact; otherwise ValueError naming the file and the array."""
+    manifest = meta.get("arrays")
+    if manifest is None or "sha256" not in meta:
+        raise ValueError(f"{file}: no checksum in its metadata (written by an older fsjax, or "
+                         f"edited); re-export it")
+    for k, spec in manifest.items():
+        if k not in arrays:
+            raise ValueError(f"{file}: array {k!r} is missing")
+        a = arrays[k]
+        if list(a.shape) != spec["shape"] or a.dtype.str != spec["dtype"]:
+            raise ValueError(f"{file}: array {k!r} is {a.dtype.str}{list(a.shape)}, the metadata "
+                             f"says {spec['dtype']}{spec['shape']}")
+    extra = sorted(set(arrays) - set(manifest))
+    if extra:
+        raise ValueError(f"{file}: array {extra[0]!r} is not in its metadata")
+    if checksum(arrays, meta) != meta["sha256"]:
+        raise ValueError(f"{file}: checksum mismatch - the arrays or the metadata were changed "
+                         f"after export")
+
+
 def save(path: str, model: nnx.Module, meta: dict) -> tuple[str, str]:
-    """Write the stored parameters (``.npz``) and metadata (``.json``); returns both paths."""
+    """Write the stored parameters (``.npz``) and metadata (``.json``, with the arrays'
+    manifest and a SHA-256 over both); returns both paths."""
     meta = dict(meta, layers=describe(model))
     arrays = flatten({"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                       "stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))})
+    meta = seal(arrays, meta)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     npz, js = path + ".npz", path + ".json"
     np.savez(npz + ".tmp.npz", **arrays)
@@ -121,8 +180,22 @@ def save(path: str, model: nnx.Module, meta: dict) -> tuple[str, str]:
     return npz, js
 
 
-def load_state(model: nnx.Module, params: dict, stats: dict | None = None) -> nnx.Module:
-    """Copy pure-dict ``params``/``stats`` into ``model`` (shapes must match)."""
+def load_state(model: nnx.Module, params: dict, stats: dict | None = None,
+               strict: str | None = None) -> nnx.Module:
+    """Copy pure-dict ``params``/``stats`` into ``model`` (shapes must match). ``strict`` (a
+    file name for the message): every parameter and statistic of the model must be given,
+    with its shape."""
+    if strict:
+        for kind, given, name in ((nnx.Param, params, "params"), (nnx.BatchStat, stats or {},
+                                                                  "stats")):
+            want = flatten(nnx.to_pure_dict(nnx.state(model, kind)), name + "/")
+            have = flatten(given, name + "/")
+            for k, v in want.items():
+                if k not in have:
+                    raise ValueError(f"{strict}: the model needs array {k!r}, which is missing")
+                if np.shape(have[k]) != np.shape(v):
+                    raise ValueError(f"{strict}: array {k!r} has shape {np.shape(have[k])}, the "
+                                     f"model built from the metadata needs {np.shape(v)}")
     state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
@@ -162,10 +235,14 @@ def load(path: str, dtype=None) -> tuple[nnx.Module, dict]:
     for f in (js, npz):
         if not os.path.exists(f):
             raise FileNotFoundError(f"export file {f} is missing")
-    with open(js) as f:
-        meta = json.load(f)
+    try:
+        with open(js) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{js} is not valid JSON ({e})") from None
+    arrays = read_npz(npz)
+    verify(js, arrays, meta)
     model = build(meta, dtype)
-    with np.load(npz) as z:
-        tree = unflatten({k: z[k] for k in z.files})
-    load_state(model, tree.get("params", {}), tree.get("stats", {}))
+    tree = unflatten(arrays)
+    load_state(model, tree.get("params", {}), tree.get("stats", {}), strict=js)
     return model, meta

@@ -162,6 +162,9 @@ class ConvSpec:
         shared kernel (with ``alpha``). Everything is cast to ``dtype`` (default: promotion of
         the input and parameter dtypes, as in Flax).
         """
+        if x.ndim < 3:
+            raise ValueError(f"conv {self.name!r}: expects an input (..., H, W, "
+                             f"{self.in_features}) (NHWC); got shape {tuple(x.shape)}")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"conv {self.name!r}: expected {self.in_features} input channels; "
                              f"got input of shape {x.shape}")
@@ -202,3 +205,17 @@ class ConvSpec:
         if isinstance(d["padding"], list):
             d["padding"] = tuple(tuple(p) if isinstance(p, list) else p for p in d["padding"])
         return ConvSpec(**d)
+
+
+def check_dtypes(dtype, param_dtype, where: str = "conv") -> None:
+    """Parameters must be floating point (they are trained); ``dtype`` too when given."""
+    for name, dt in (("param_dtype", param_dtype), ("dtype", dtype)):
+        if dt is None and name == "dtype":
+            continue
+        try:
+            ok = jnp.issubdtype(jnp.dtype(dt), jnp.floating)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{where}: {name}={dt!r} is not valid; valid: a floating dtype "
+                             f"(jnp.float32, jnp.bfloat16, jnp.float16)")

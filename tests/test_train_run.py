@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -25,7 +23,7 @@ def tiny_config(**over):
     c.conv.kind = "fs"
     c.num_epochs, c.batch_size, c.eval_batch_size = 2, 32, 64
     c.progress = False
-    c.steps_per_call = 4
+    c.steps_per_call = 0  # auto: one step per jitted call on the CPU (fast compiles)
     for k, v in over.items():
         node = c
         *parents, last = k.split(".")
@@ -115,10 +113,10 @@ def test_eval_and_export_reload(tmp_path, capsys):
     ({"dataset": "mnist"}, "config.dataset = 'mnist' is not valid"),
     ({"conv.kind": "fsx"}, "config.conv.kind = 'fsx' is not valid; valid: dense, fs"),
     ({"schedule.name": "poly"}, "config.schedule.name = 'poly' is not valid"),
-    ({"conv.compression": 0.5}, "config.conv.compression must be >= 1"),
-    ({"batch_size": 0}, "config.batch_size must be a positive int"),
+    ({"conv.compression": 0.5}, "config.conv.compression = 0.5 is not valid; valid: a num"),
+    ({"batch_size": 0}, "config.batch_size = 0 is not valid; valid: a positive int"),
     ({"locations.freeze_epoch": 1}, "freeze_epoch only applies to conv.kind='dfs'"),
-    ({"quant.bits": 9}, "config.quant.bits must be 0 .off. or in 2..8"),
+    ({"quant.bits": 9}, "config.quant.bits = 9 is not valid; valid: 0 .off. or an int in 2..8"),
     ({"schedule.name": "cyclic", "schedule.cycles": 5}, "config.schedule.cycles must be in"),
 ])
 def test_bad_config_stops_before_work(tmp_path, over, msg):
@@ -153,17 +151,6 @@ def test_batch_must_divide_devices(tmp_path, monkeypatch):
         loop.check_batch(32, FakeMesh)
 
 
-def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
-    wd = str(tmp_path / "nan")
-    run(tiny_config(num_epochs=1), wd)
-    c = tiny_config(num_epochs=2)
-    c.optimizer.lr = 1e30
-    c.schedule.name = "constant"
-    with pytest.raises((FloatingPointError, ValueError)):
-        run(c, wd)  # config differs (lr is not a run-identity key): resumes and diverges
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1"]
-
-
 def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
     wd = str(tmp_path / "bad")
     run(tiny_config(num_epochs=1), wd)
@@ -182,29 +169,6 @@ def test_workdir_config_mismatch(tmp_path):
     run(tiny_config(num_epochs=1), wd)
     with pytest.raises(ValueError, match="different config .conv"):
         run(tiny_config(num_epochs=1, **{"conv.kind": "dense"}), wd)
-
-
-def test_sigterm_saves_and_resumes(tmp_path):
-    wd = str(tmp_path / "sig")
-    code = (f"import sys; sys.path.insert(0, {ROOT!r})\n"
-            "from tests.test_train_run import tiny_config\n"
-            "from train.trainer import run\n"
-            "c = tiny_config(num_epochs=40, data_limit=512)\n"
-            f"run(c, {wd!r})\n")
-    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    metrics = os.path.join(wd, "metrics.jsonl")
-    deadline = time.time() + 300
-    while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
-        time.sleep(0.5)
-    p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=300)
-    assert p.returncode == 128 + signal.SIGTERM, out[-2000:]
-    assert "Re-run the same command to resume" in out
-    kept = [int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit()]
-    assert kept and max(kept) >= 1
-    r = run(tiny_config(num_epochs=max(kept) + 1, data_limit=512), wd)  # resumes
-    assert r["epochs"] == max(kept) + 1
 
 
 def test_init_from_dense_projects(tmp_path):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -59,6 +61,7 @@ class Checkpoints:
         """Start an asynchronous save of ``step``; :meth:`wait` reports whether it landed."""
         self._saving = step
         self._before = set(threading.enumerate())
+        meta = dict(meta, sha256=_meta_sha(meta))
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics)
 
@@ -81,12 +84,18 @@ class Checkpoints:
                    if kept else "no earlier checkpoint exists")) from None
 
     def restore_meta(self, step: int) -> dict:
+        """The step's JSON metadata, checked against the SHA-256 written with it (checkpoints
+        of older versions have none)."""
         try:
-            return self.manager.restore(step, args=ocp.args.Composite(
+            meta = self.manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:  # see restore()
             raise RuntimeError(f"checkpoint step {step} in {self.dir} failed to restore its "
                                f"metadata ({_first_line(e)})") from None
+        if "sha256" in meta and meta["sha256"] != _meta_sha(meta):
+            raise RuntimeError(f"checkpoint step {step} in {self.dir}: its metadata was changed "
+                               f"after it was written (checksum mismatch)")
+        return meta
 
     def restore(self, step: int, target):
         """Restore ``step`` into the structure/shardings of ``target``. A failure stops with a
@@ -168,6 +177,11 @@ class Checkpoints:
                 self._closed = True
                 self.manager.close()
                 _quiet(False)
+
+
+def _meta_sha(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:

@@ -58,7 +58,7 @@ def base() -> ml_collections.ConfigDict:
     #                          moved to checkpoints-set-aside/
     c.keep_checkpoints = 2
     c.keep_best = True
-    c.tensorboard = False
+    c.tensorboard = True     # TensorBoard scalars when tensorboardX is installed
     c.progress = True        # the interactive bar on a terminal (off: periodic lines only)
     c.quiet = False          # True: print nothing but errors (results.json is still written)
     c.log_every_s = 30.0     # off a terminal: a progress line every this many seconds
@@ -80,9 +80,137 @@ def load_data(c, data_limit: int | None = None):
                      seed=c.get("seed", 0))
 
 
+HELP = {
+    "seed": "seeds initialisation, data order, augmentation and subsets",
+    "dataset": "fashion_mnist | cifar10 | synthetic | tfds:<name>",
+    "data_dir": "CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir",
+    "data_limit": ">0: a seeded class-stratified subset of this many training examples",
+    "eval_limit": ">0: the same for the test set (0: the full test set)",
+    "model": "zoo name (fsjax.models.MODELS)",
+    "conv.kind": "dense | fs | dfs | ks | wks",
+    "conv.compression": "FS/DFS rho: dense kernel size / summary length",
+    "conv.group_size": "KS/WKS: input channels per shared kernel",
+    "conv.location_mode": "DFS location parameterisation: wrap | sigmoid",
+    "conv.alpha_mode": "WKSC weights: input (one per input channel) | pair",
+    "conv.min_params": "layers with fewer dense weights stay dense",
+    "conv.overrides": "{layer-name glob: kind or dict of options}, later patterns win",
+    "init_from": "workdir of a trained dense run: project its kernels onto this model",
+    "init_weights": "an fsjax.export path (no suffix): start from these weights",
+    "num_epochs": "epochs to train (may grow on resume)",
+    "batch_size": "global training batch (divides by the device count)",
+    "eval_batch_size": "evaluation batch (divides by the device count)",
+    "optimizer.name": "sgd | adam | adamw",
+    "optimizer.lr": "peak learning rate for the global batch",
+    "optimizer.momentum": "SGD momentum",
+    "optimizer.nesterov": "Nesterov momentum (SGD)",
+    "optimizer.weight_decay": "L2 (SGD/adam) or decoupled (adamw) weight decay",
+    "optimizer.grad_clip": ">0: clip the global gradient norm",
+    "label_smoothing": "cross-entropy label smoothing",
+    "schedule.name": "step | cyclic | cosine | onecycle | constant",
+    "schedule.warmup_epochs": "linear warm-up epochs",
+    "schedule.decay_points": "step: fractions of training where lr *= decay_factor",
+    "schedule.decay_factor": "step/cyclic: lr factor at each decay point",
+    "schedule.cycles": "cyclic: restarts of the step schedule",
+    "schedule.final_lr_fraction": "cosine/onecycle: final lr / peak lr",
+    "locations.optimizer": "DFS locations' own optimizer",
+    "locations.lr": "DFS locations' learning rate",
+    "locations.freeze_epoch": "round DFS locations (DFS -> FS) at this epoch; -1: never",
+    "share.optimizer": "WKSC channel weights' own optimizer",
+    "share.lr": "WKSC channel weights' learning rate",
+    "share.weight_decay": "WKSC channel weights' weight decay",
+    "augment.crop_padding": "random crop after zero padding by this many pixels",
+    "augment.flip": "random horizontal flip",
+    "augment.cutout": ">0: cutout square side",
+    "tta_flip": "evaluate on the image and its mirror",
+    "compute_dtype": "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
+    "on_device": "keep the data set on the device: auto | True | False",
+    "steps_per_call": "training steps per jitted call (0: 1 on CPU, ~10 calls/epoch elsewhere)",
+    "resume_step": "resume from this checkpoint step (0: the latest)",
+    "keep_checkpoints": "checkpoints kept (the last N)",
+    "keep_best": "also keep the best by test accuracy",
+    "tensorboard": "TensorBoard scalars in workdir/tensorboard when tensorboardX is installed",
+    "progress": "the interactive bar on a terminal (off: periodic lines only)",
+    "quiet": "print nothing but errors",
+    "log_every_s": "off a terminal: a progress line every this many seconds",
+    "aux_weight": "weight of an auxiliary head's loss (DARTS eval)",
+    "nas.search": "DARTS search: weights on one half, architecture on the other",
+    "nas.arch_lr": "DARTS architecture learning rate",
+    "nas.arch_weight_decay": "DARTS architecture weight decay",
+    "quant.bits": "QAT bits (0: off, 2..8)",
+    "quant.per_channel": "per-output-channel quantisation scales",
+    "quant.method": "uniform | kmeans",
+    "quant.overrides": "{layer glob: bits}",
+}
+HELP.update({f"model_kw.{k}": "model option (None: the model's default)" for k in MODEL_OPTIONS})
+
+# key: (type, low, high, what is valid); low/high inclusive unless the text says otherwise
+RANGES = {
+    "seed": ("int", 0, None, "an int >= 0"),
+    "data_limit": ("int", 0, None, "an int >= 0 (0: all)"),
+    "eval_limit": ("int", 0, None, "an int >= 0 (0: all)"),
+    "num_epochs": ("int", 1, None, "a positive int"),
+    "batch_size": ("int", 1, None, "a positive int"),
+    "eval_batch_size": ("int", 1, None, "a positive int"),
+    "steps_per_call": ("int", 0, None, "an int >= 0 (0: auto)"),
+    "keep_checkpoints": ("int", 1, None, "a positive int"),
+    "resume_step": ("int", 0, None, "an int >= 0 (0: the latest)"),
+    "log_every_s": ("num", 0, None, "a number >= 0"),
+    "label_smoothing": ("num", 0, 0.999, "a number in [0, 1)"),
+    "aux_weight": ("num", 0, None, "a number >= 0"),
+    "optimizer.lr": ("num", 1e-300, None, "a number > 0"),
+    "optimizer.momentum": ("num", 0, 0.999999, "a number in [0, 1)"),
+    "optimizer.weight_decay": ("num", 0, None, "a number >= 0"),
+    "optimizer.grad_clip": ("num", 0, None, "a number >= 0 (0: off)"),
+    "locations.lr": ("num", 1e-300, None, "a number > 0"),
+    "locations.freeze_epoch": ("int", -1, None, "an int >= -1 (-1: never)"),
+    "share.lr": ("num", 1e-300, None, "a number > 0"),
+    "share.weight_decay": ("num", 0, None, "a number >= 0"),
+    "schedule.warmup_epochs": ("num", 0, None, "a number of epochs >= 0"),
+    "schedule.decay_factor": ("num", 1e-300, 1, "a number in (0, 1]"),
+    "schedule.final_lr_fraction": ("num", 0, 1, "a number in [0, 1]"),
+    "schedule.cycles": ("int", 1, None, "a positive int"),
+    "augment.crop_padding": ("int", 0, None, "an int >= 0"),
+    "augment.cutout": ("int", 0, None, "an int >= 0 (0: off)"),
+    "conv.compression": ("num", 1, None, "a number >= 1"),
+    "conv.group_size": ("int", 1, None, "a positive int"),
+    "conv.min_params": ("int", 0, None, "an int >= 0"),
+    "quant.bits": ("int", 0, 8, "0 (off) or an int in 2..8"),
+    "nas.arch_lr": ("num", 1e-300, None, "a number > 0"),
+    "nas.arch_weight_decay": ("num", 0, None, "a number >= 0"),
+}
+BOOLS = ("augment.flip", "tta_flip", "keep_best", "tensorboard", "progress", "quiet",
+         "optimizer.nesterov", "quant.per_channel", "nas.search")
+
+
+def _get(c, key):
+    for part in key.split("."):
+        c = c[part]
+    return c
+
+
+def _flat_keys(c, prefix=""):
+    out = set()
+    for k, v in c.items():
+        out.add(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out |= _flat_keys(v, prefix + k + ".")
+    return out
+
+
+def _range(key, v, kind, lo, hi, text):
+    ok_type = (isinstance(v, int) if kind == "int" else isinstance(v, (int, float))) \
+        and not isinstance(v, bool)
+    if not ok_type or (lo is not None and v < lo) or (hi is not None and v > hi) or \
+            (kind == "num" and v != v):
+        raise ValueError(f"config.{key} = {v!r} is not valid; valid: {text}")
+    if key == "quant.bits" and v == 1:
+        raise ValueError(f"config.{key} = 1 is not valid; valid: {text}")
+
+
 def _choice(key, value, valid):
     if value not in valid:
-        raise ValueError(f"config.{key} = {value!r} is not valid; valid: {', '.join(valid)}")
+        raise ValueError(f"config.{key} = {value!r} is not valid; valid: "
+                         f"{', '.join(map(str, valid))}")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -99,9 +227,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _choice("share.optimizer", c.share.optimizer, OPTIMIZERS)
     _choice("compute_dtype", c.compute_dtype, DTYPES)
     _choice("on_device", c.on_device, ("auto", True, False))
-    for key in ("num_epochs", "batch_size", "eval_batch_size"):
-        if not isinstance(c[key], int) or c[key] <= 0:
-            raise ValueError(f"config.{key} must be a positive int; got {c[key]!r}")
+    keys = _flat_keys(c)
+    for key, (kind, lo, hi, text) in RANGES.items():
+        if key in keys:
+            _range(key, _get(c, key), kind, lo, hi, text)
+    for key in BOOLS:
+        if key in keys and not isinstance(_get(c, key), bool):
+            raise ValueError(f"config.{key} = {_get(c, key)!r} is not valid; valid: True, False")
+    _choice("conv.location_mode", c.conv.location_mode, ("wrap", "sigmoid"))
+    _choice("conv.alpha_mode", c.conv.alpha_mode, ("input", "pair"))
+    _choice("quant.method", c.quant.method, ("uniform", "kmeans"))
+    if c.schedule.warmup_epochs >= c.num_epochs and c.schedule.warmup_epochs:
+        raise ValueError(f"config.schedule.warmup_epochs = {c.schedule.warmup_epochs} must be "
+                         f"below num_epochs = {c.num_epochs}")
+    if c.locations.freeze_epoch >= c.num_epochs:
+        raise ValueError(f"config.locations.freeze_epoch = {c.locations.freeze_epoch} must be "
+                         f"below num_epochs = {c.num_epochs} (or -1: never)")
+    unknown = [k for k, v in c.model_kw.items() if v is not None and k not in MODEL_OPTIONS]
+    if unknown:
+        raise ValueError(f"config.model_kw.{unknown[0]} is not a model option; valid: "
+                         f"{', '.join(MODEL_OPTIONS)}")
     if c.conv.kind in ("fs", "dfs") and not c.conv.compression >= 1:
         raise ValueError(f"config.conv.compression must be >= 1; got {c.conv.compression}")
     if c.conv.kind in ("ks", "wks") and c.conv.group_size < 1:

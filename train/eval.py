@@ -27,10 +27,20 @@ from train.model_fn import ModelFn, make_eval_step
 
 
 def restore(workdir: str, which: str = "best"):
-    """``(model, meta)`` of a run's checkpoint (``best``, ``latest`` or a step number)."""
+    """``(model, meta)`` of a run's checkpoint (``best``, ``latest`` or a step number).
+    Reads only: a workdir without checkpoints is an error, never created."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"workdir {workdir} is not a directory" if os.path.exists(
+            workdir) else f"workdir {workdir} does not exist")
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(f"no checkpoints in {workdir} (no checkpoints/ folder): is it "
+                                f"a training run's workdir?")
+    if which not in ("best", "latest") and not which.isdigit():
+        raise ValueError(f"--which {which!r} is not valid; valid: best, latest or a step number")
     ck = Checkpoints(workdir)
     steps = ck.all_steps()
     if not steps:
+        ck.close()
         raise FileNotFoundError(f"no checkpoint in {ck.dir}")
     if which == "best":
         step = ck.best_step()
@@ -39,7 +49,9 @@ def restore(workdir: str, which: str = "best"):
     else:
         step = int(which)
         if step not in steps:
-            raise ValueError(f"--which {which}: no such step; kept steps: {sorted(steps)}")
+            ck.close()
+            raise ValueError(f"--which {which}: no such step; kept steps: "
+                             f"{', '.join(map(str, sorted(steps)))}")
     meta = ck.restore_meta(step)
     model = export.build(meta)
     state = ck.restore_arrays(step)
@@ -77,6 +89,10 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze-dfs", action="store_true",
                     help="round DFS locations: evaluate/export the model as an FS model")
     a = ap.parse_args(argv)
+    if a.quantize and not 2 <= a.quantize <= 8:
+        print(f"error: --quantize must be 0 (off) or 2..8 bits; got {a.quantize}",
+              file=sys.stderr)
+        return 2
     try:
         model, meta = restore(a.workdir, a.which)
         dfs_table = report.format_locations(report.location_rows(model))
@@ -103,7 +119,7 @@ def main(argv=None) -> int:
                 npz, js = export.save(a.export, model, meta)
                 out.update(export_file=npz, export_bytes=os.path.getsize(npz))
         print(json.dumps(out, default=float))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from train import cli
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "default.py")
@@ -46,19 +47,21 @@ def distributed_init():
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     logging.set_verbosity(logging.WARNING)  # Orbax/TFDS info lines would drown the progress
-    distributed_init()
+    c = CONFIG.value
+    if cli.SHOW.value:
+        print(cli.show_config(c))
+        return
+    from train import configlib
+
+    cli.guarded(configlib.validate, c)  # before any work, also before the cluster starts
+    cli.guarded(distributed_init)
     from train.trainer import run
 
-    c = CONFIG.value
     name = config_name(flags.FLAGS["config"])
     workdir = WORKDIR.value or default_workdir(name)
-    try:
-        run(c, workdir, config_name=name)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.guarded(run, c, workdir, config_name=name)
 
 
 def config_name(flag) -> str:
@@ -80,4 +83,4 @@ def default_workdir(name: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -62,8 +62,24 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in out.items() if k != "dfs_locations"}, indent=1))
+    print(summary(out, a.workdir))
     return 0
+
+
+def summary(out: dict, workdir: str) -> str:
+    """A few lines for a person; everything is in ``genotype.json``."""
+    g = out["genotype"]
+    cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g[kind])
+    return "\n".join([
+        f"normal cell: {cell('normal')}",
+        f"reduce cell: {cell('reduce')}",
+        f"search: {out['search_epochs']} epochs, {out['search_device_hours']:.3f} device-hours "
+        f"on {out['search_device'] or 'unknown device'}",
+        f"evaluation network ({out['eval_cells']} cells, {out['eval_channels']} channels): "
+        f"{out['eval_stored_params']:,} stored parameters",
+        f"written: {os.path.join(workdir, 'genotype.json')}, {os.path.join(workdir, 'cells.png')}",
+        f"next: python -m train.main --config "
+        f"configs/nas/darts_eval.py:{os.path.join(workdir, 'genotype.json')}"])
 
 
 if __name__ == "__main__":

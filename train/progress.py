@@ -65,10 +65,11 @@ class Progress:
 
 
 class MetricsLog:
+    _told = False  # the missing-tensorboardX line is said once per process
     """``workdir/metrics.jsonl``; on resume, lines past the restored epoch are dropped."""
 
     def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False,
-                 writer: bool = True):
+                 writer: bool = True, quiet: bool = False):
         self.path, self.writer = os.path.join(workdir, "metrics.jsonl"), writer
         self.records = [r for r in self.read(self.path) if r.get("epoch", 0) <= resume_epoch]
         self.tb = None
@@ -82,9 +83,13 @@ class MetricsLog:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                raise ValueError("config.tensorboard=True needs the tensorboardX package "
-                                 "(pip install tensorboardX)") from None
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                if not MetricsLog._told and not quiet:
+                    MetricsLog._told = True
+                    print("TensorBoard scalars are off: `pip install tensorboardX` to get them "
+                          "(or set config.tensorboard=False to hide this line)",
+                          file=sys.stderr, flush=True)
+            else:
+                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     @staticmethod
     def read(path: str) -> list[dict]:

@@ -21,6 +21,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from train import cli
+
 CONFIG = config_flags.DEFINE_config_file("config", None, "pruning config", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "run directory")
 
@@ -62,6 +64,7 @@ def prune(c, workdir: str) -> list[dict]:
     os.makedirs(workdir, exist_ok=True)
     src = p.source or os.path.join(workdir, "dense")
     if not p.source:
+        _say(f"== dense model: train in {src}")
         run(c, src)
     model, meta = restore(src, "best")
     rows = [dict(stage="dense", **_summary(model, meta, src))]
@@ -73,7 +76,11 @@ def prune(c, workdir: str) -> list[dict]:
     pairs = thinet.prunable_pairs(meta, list(p.layers) or None)
     for i, pair in enumerate(pairs):
         stage = os.path.join(workdir, f"stage{i:02d}-{pair.producer}")
-        if not os.path.exists(os.path.join(stage, "results.json")):
+        done = os.path.exists(os.path.join(stage, "results.json"))
+        _say(f"== stage {i + 1}/{len(pairs)}: prune {pair.producer} to {p.ratio:g} of its "
+             f"filters ({p.criterion}), fine-tune {p.finetune_epochs} epochs in {stage}"
+             + (" - done, skipped" if done else ""))
+        if not done:
             model.eval()
             new, new_meta, kept = thinet.prune_pair(model, meta, pair, images, p.ratio,
                                                     p.criterion, p.samples_per_image, c.seed)
@@ -85,12 +92,16 @@ def prune(c, workdir: str) -> list[dict]:
         rows.append(dict(stage=pair.producer, **_summary(model, meta, stage)))
     final = os.path.join(workdir, "final")
     if pairs:
+        _say(f"== final: fine-tune {p.final_epochs} epochs in {final}")
         export.save(os.path.join(final, "init"), model, meta)
         _stage(c, final, os.path.join(final, "init"), meta, p.final_epochs, p.final_lr)
         model, meta = restore(final, "latest")
         rows.append(dict(stage="final", **_summary(model, meta, final)))
-    with open(os.path.join(workdir, "prune_results.json"), "w") as f:
+    out = os.path.join(workdir, "prune_results.json")
+    with open(out + ".tmp", "w") as f:
         json.dump(rows, f, indent=1)
+    os.replace(out + ".tmp", out)
+    _say("== pruning summary (test accuracy after each stage's fine-tuning)")
     _print(rows)
     return rows
 
@@ -104,6 +115,10 @@ def _summary(model, meta, workdir):
     return dict(accuracy=r["accuracy"], params=tot["stored_params"], macs=tot["macs"])
 
 
+def _say(text: str):
+    print(text, file=sys.stderr, flush=True)
+
+
 def _print(rows):
     print(f"{'stage':<24}{'accuracy':>10}{'params':>14}{'MACs':>14}")
     for r in rows:
@@ -112,17 +127,16 @@ def _print(rows):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     logging.set_verbosity(logging.WARNING)
     if CONFIG.value is None:
-        raise app.UsageError("--config is required (e.g. configs/thinet/vgg16_cifar.py)")
+        cli.fail("--config is required (e.g. --config configs/thinet/vgg16_cifar.py)")
+    if cli.SHOW.value:
+        print(cli.show_config(CONFIG.value))
+        return
     workdir = WORKDIR.value or os.path.join("runs", "thinet")
-    try:
-        prune(CONFIG.value, workdir)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.guarded(prune, CONFIG.value, workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -23,6 +23,7 @@ from train.model_fn import ModelFn, make_eval_step, make_train_step
 from train.optim import make_optimizer, param_labels
 from train.progress import MetricsLog, Progress
 from train.results import plot_curves, results_table, write_results
+from train.workdir import Workdir
 
 
 def compute_dtype(c) -> jnp.dtype:
@@ -64,27 +65,6 @@ def _init_from_dense(model, workdir: str):
     return model
 
 
-def _check_workdir_config(workdir: str, c) -> None:
-    path = os.path.join(workdir, "config.json")
-    new = json.loads(c.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        # what makes the checkpoints incompatible or the run a different experiment; others
-        # (epochs, learning rate, ...) may change on resume, e.g. to extend a run
-        keys = ("model", "model_kw", "conv", "dataset", "batch_size", "seed", "quant")
-        diff = [k for k in keys if old.get(k) != new.get(k)]
-        if diff:
-            raise ValueError(
-                f"workdir {workdir} holds a run with a different config ({', '.join(diff)} "
-                f"differ); use another --workdir to start a new run")
-    if jax.process_index() == 0:  # one writer in a multi-process run
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(new, f, indent=1)
-        os.replace(tmp, path)
-
-
 class _Stop:
     """SIGINT/SIGTERM set a flag; the loop stops at the next chunk, keeping the last
     checkpoint (at most the current epoch is lost)."""
@@ -123,33 +103,49 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     mesh = make_mesh()
     check_batch(c.batch_size, mesh)
     check_batch(c.eval_batch_size, mesh, "eval_batch_size")
-    os.makedirs(workdir, exist_ok=True)
-    _check_workdir_config(workdir, c)
-
-    ds = configlib.load_data(c)
-    train_x, train_y = _train_arrays(c, ds)
-    n_train = len(train_y)
-    steps = n_train // c.batch_size
-    if steps == 0:
-        raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
-                         f"examples")
-    dtype = compute_dtype(c)
-    model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
-    if c.init_from and ckpt_absent(workdir):
-        _init_from_dense(model, c.init_from)
-    if c.init_weights and ckpt_absent(workdir):
-        src, _ = export.load(c.init_weights)
-        export.copy_matching(model, src)
-    ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
+    wd = Workdir(workdir)
+    ckpts = None
     try:
+        if jax.process_index() == 0:  # the other processes of a multi-process run share it
+            wd.lock()
+        config = json.loads(c.to_json_best_effort())
+        changed = wd.check_config(config)
+        ds = configlib.load_data(c)
+        train_x, train_y = _train_arrays(c, ds)
+        n_train = len(train_y)
+        steps = n_train // c.batch_size
+        if steps == 0:
+            raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
+                             f"examples")
+        dtype = compute_dtype(c)
+        model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
+        if c.init_from and ckpt_absent(workdir):
+            _init_from_dense(model, c.init_from)
+        if c.init_weights and ckpt_absent(workdir):
+            src, _ = export.load(c.init_weights)
+            export.copy_matching(model, src)
+        ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
+        start = lambda: jax.process_index() or wd.record_config(config, changed)
         return _train(c, workdir, ckpts, ds, (train_x, train_y), model, meta, dtype, mesh, steps,
-                      stop_after_epochs, t_start, config_name)
+                      stop_after_epochs, t_start, config_name, start)
+    except BaseException:
+        if ckpts is not None:
+            try:
+                ckpts.close()
+            except Exception:  # the first error is the one to report
+                pass
+            ckpts = None
+        if jax.process_index() == 0:
+            wd.remove_if_unused()
+        raise
     finally:
-        ckpts.close()
+        if ckpts is not None:
+            ckpts.close()
+        wd.unlock()
 
 
 def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, stop_after_epochs,
-           t_start, config_name):
+           t_start, config_name, on_start):
     latest = _resume_step(c, ckpts)
     start_epoch = 0
     if latest is not None:
@@ -158,14 +154,22 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                       saved["layers"])
         start_epoch = saved["epoch"]
+    if c.num_epochs < start_epoch:
+        raise ValueError(f"config.num_epochs = {c.num_epochs} is below the {start_epoch} epochs "
+                         f"this run has trained (checkpoint step {latest}); use "
+                         f"--config.resume_step to go back to an earlier step, or another "
+                         f"--workdir")
     fn, tx, lr_fn, ts = _setup(model, c, steps)
     if latest is not None:
         target = _host_state(ts)
         ts = _checked(ckpts, latest, lambda: _restore_finite(ckpts, latest, target), target)
+        on_start()  # the config is recorded once the run is known to start
         moved = ckpts.set_aside_after(latest)
         if moved:
             print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
                   f"{ckpts.aside_dir}", flush=True)
+    else:
+        on_start()
     param_tf = None
     qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
     if qcfg:
@@ -181,7 +185,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
     train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
     eval_data = runner.put_eval(ds.test_images, ds.test_labels)
     primary = jax.process_index() == 0  # the one process that writes files and prints
-    log = MetricsLog(workdir, start_epoch, c.tensorboard, writer=primary)
+    log = MetricsLog(workdir, start_epoch, c.tensorboard, writer=primary, quiet=c.quiet)
     bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet or not primary,
                    every_s=c.log_every_s)
     end_epoch = c.num_epochs if stop_after_epochs is None else min(
@@ -216,9 +220,13 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                                               c.steps_per_call, on_chunk, ckpts.wait)
             if not finished:
                 ckpts.wait()
-                print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; the last "
-                      f"checkpoint (epoch {epoch}) is in {ckpts.dir}. Re-run the same command "
-                      f"to resume.", flush=True)
+                kept = ckpts.all_steps()
+                where = (f"the last checkpoint (step {max(kept)}) is in {ckpts.dir}. Re-run "
+                         f"the same command to resume." if kept else
+                         "no checkpoint had been written yet: re-running the same command "
+                         "starts afresh.")
+                print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; {where}",
+                      flush=True)
                 raise SystemExit(128 + int(stop.signal))
             ev = runner.evaluate(ts["params"], ts["stats"], eval_data)
             rec = dict(epoch=epoch + 1, step=int(ts["step"]),

@@ -24,14 +24,17 @@ HOW_TO_GET = (f"pass config.data_dir or set ${ENV} to a folder that holds train/
 def find_root(data_dir: str = "") -> str:
     """The CIFAR-10 JPEG folder: ``data_dir`` if given (only it), else ``$FSJAX_CIFAR10``, else
     ``../shared/data/cifar10-jpeg`` beside the current directory (the development copy)."""
-    candidates = [data_dir] if data_dir else [
-        os.environ.get(ENV, ""), os.path.join("..", "shared", "data", "cifar10-jpeg")]
+    if data_dir or os.environ.get(ENV):  # a folder the user named: only it, never a fallback
+        candidates = [data_dir or os.environ[ENV]]
+    else:
+        candidates = [os.path.join("..", "shared", "data", "cifar10-jpeg")]
     for c in candidates:
         if c and (os.path.isdir(os.path.join(c, "train")) or
                   os.path.exists(os.path.join(c, "train.tar.gz"))):
             return os.path.abspath(c)
     tried = ", ".join(repr(c) for c in candidates if c)
-    raise FileNotFoundError(f"CIFAR-10 JPEG data not found (tried {tried}): {HOW_TO_GET}")
+    named = " (config.data_dir)" if data_dir else (f" (${ENV})" if os.environ.get(ENV) else "")
+    raise FileNotFoundError(f"CIFAR-10 JPEG data not found in {tried}{named}: {HOW_TO_GET}")
 
 
 def _decode(blob: bytes, where: str) -> np.ndarray:
@@ -92,10 +95,27 @@ def _source(root: str, split: str) -> str:
                             f"and no {split}.tar.gz): {HOW_TO_GET}")
 
 
+def _fingerprint(src: str) -> str:
+    """Identifies the content, not the location: copies of the same data share one cache.
+    A folder: every file's relative path and size; an archive: its size and its first and last
+    MiB."""
+    h = hashlib.sha1()
+    if os.path.isdir(src):
+        for root, _, files in sorted(os.walk(src)):
+            for f in sorted(files):
+                p = os.path.join(root, f)
+                h.update(f"{os.path.relpath(p, src)}|{os.path.getsize(p)}\n".encode())
+    else:
+        size = os.path.getsize(src)
+        with open(src, "rb") as f:
+            h.update(f"{size}|".encode() + f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def _cache_path(src: str, cache_dir: str) -> str:
-    st = os.stat(src)
-    key = hashlib.sha1(f"{os.path.abspath(src)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return os.path.join(cache_dir, f"cifar10-{os.path.basename(src)}-{key.hexdigest()[:12]}.npz")
+    return os.path.join(cache_dir, f"cifar10-{os.path.basename(src)}-{_fingerprint(src)}.npz")
 
 
 def default_cache_dir() -> str:

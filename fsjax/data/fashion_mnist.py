@@ -8,9 +8,13 @@ temporary ``incomplete`` directory, which TFDS renames only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
+import io
+import logging
 import os
+import sys
 
 import numpy as np
 
@@ -101,10 +105,28 @@ def builder(tfds_data_dir: str, source: str = ""):
     return cls(data_dir=tfds_data_dir, file_format="array_record")
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def load(split: str, tfds_data_dir: str, source: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Prepare (once) and read a split through the TFDS builder into numpy arrays."""
     b = builder(tfds_data_dir, source)
-    b.download_and_prepare()
+    with _quiet_tfds():
+        prepared = b.is_prepared()
+    if not prepared:
+        # TFDS announces "Downloading and preparing"; nothing is downloaded here
+        print(f"preparing Fashion-MNIST once from {source_dir(source)} into {tfds_data_dir} "
+              f"(local files, no download)", file=sys.stderr, flush=True)
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_tfds():
+            b.download_and_prepare()
     ds = b.as_data_source(split=split)
     n = len(ds)
     records = ds.__getitems__(list(range(n))) if hasattr(ds, "__getitems__") else [

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fsjax import ops
-from fsjax.spec import ConvSpec
+from fsjax.spec import ConvSpec, check_dtypes
 
 __all__ = ["FSConv", "DFSConv", "KSConv"]
 
@@ -43,6 +43,7 @@ class _Conv(nn.Module):
         return {}
 
     def spec(self, in_features: int) -> ConvSpec:
+        check_dtypes(self.dtype, self.param_dtype, f"{type(self).__name__} {self.name or ''}")
         return ConvSpec.make(
             self.kind, in_features, self.features, self.kernel_size, strides=self.strides,
             padding=self.padding, kernel_dilation=self.kernel_dilation,
@@ -63,6 +64,9 @@ class _Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim < 3:
+            raise ValueError(f"{type(self).__name__}: expects an input (..., H, W, C) (NHWC); "
+                             f"got shape {tuple(x.shape)}")
         spec = self.spec(x.shape[-1])
         stored = self._stored(spec)
         bias = (self.param("bias", self.bias_init, (spec.out_features,), self.param_dtype)

@@ -72,9 +72,36 @@ def create(name: str, *, num_classes: int = 10, conv: ConvFactory | str = "dense
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     factory = ConvFactory(kind=conv) if isinstance(conv, str) else conv
     try:
-        return MODELS[name](num_classes, factory=factory, rngs=rngs or nnx.Rngs(seed), **model_kw)
+        model = MODELS[name](num_classes, factory=factory, rngs=rngs or nnx.Rngs(seed),
+                             **model_kw)
     except TypeError as e:
         raise ValueError(f"model {name!r}: bad option ({e})") from None
+    _check_applied(model, name, factory)
+    return model
+
+
+def _check_applied(model, name: str, factory: ConvFactory) -> None:
+    """A compressed kind that no layer took (e.g. KS with a group size that divides no input
+    channel count) is an error, not a silently dense model."""
+    from fsjax.nn.conv import _Conv
+
+    asked = {factory.kind} | {o.get("kind", factory.kind) if isinstance(o, dict) else o
+                              for o in dict(factory.overrides or ()).values()}
+    if asked == {"dense"}:
+        return
+    convs = [n for _, n in nnx.iter_graph(model) if isinstance(n, _Conv)]
+    if not convs or any(c.spec.kind != "dense" for c in convs):
+        return
+    cins = sorted({c.spec.in_features for c in convs if c.spec.feature_group_count == 1})
+    why = f"min_params={factory.min_params}" if factory.min_params else ""
+    if factory.kind in ("ks", "wks"):
+        g = factory.group_size
+        ok = sorted({d for c in cins for d in range(2, c) if c % d == 0})
+        why = (f"no input channel count ({', '.join(map(str, cins))}) is a multiple of "
+               f"group_size={g} greater than it; group sizes that fit some layer: "
+               f"{', '.join(map(str, ok[:12]))}")
+    raise ValueError(f"conv kind {factory.kind!r} was applied to no conv layer of {name}: {why}"
+                     f" (every layer would stay dense)")
 
 
 _CIFAR_DEPTH = {n: int(n[6:]) for n in MODELS if n.startswith("resnet") and n[6:].isdigit()

@@ -312,40 +312,61 @@ class DartsEval(nnx.Module):
 
 
 def draw_genotype(genotype: dict, path: str) -> str:
-    """PNG drawing of the normal and reduction cells."""
+    """PNG drawing of the normal and reduction cells: inputs on the left, the intermediate
+    nodes on a diagonal, each chosen op on a curved edge with its label on the curve."""
+    import os
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.02, wspace=0.04)  # final
     for ax, kind in zip(axes, ("normal", "reduce"), strict=True):
-        pos = {0: (0, 1.5), 1: (0, -1.5)}
+        pos = {0: (0.0, 2.0), 1: (0.0, -2.0)}
         for j in range(NODES):
-            pos[2 + j] = (1.5 + 1.5 * j, 2.0 - 1.3 * j)
-        out = (2.0 + 1.5 * NODES, 0)
+            pos[2 + j] = (2.4 + 2.4 * j, 2.4 - 1.6 * j)
+        out = (2.4 + 2.4 * NODES, -0.4)
         names = {0: "c_{k-2}", 1: "c_{k-1}"}
+        ax.set_xlim(-1.2, out[0] + 1.0)
+        ax.set_ylim(-3.6, 3.4)
+        placed = [(*ax.transData.transform(p), 22, 14) for p in [*pos.values(), out]]
         for k, (op, i) in enumerate(genotype[kind]):
             dst = 2 + k // 2
             (x0, y0), (x1, y1) = pos[int(i)], pos[dst]
-            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=1.2))
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, fontsize=7, ha="center",
-                    bbox=dict(fc="white", ec="none", alpha=0.8))
+            rad = 0.3 if k % 2 == 0 else -0.3
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(
+                arrowstyle="->", lw=1.2, shrinkA=14, shrinkB=14,
+                connectionstyle=f"arc3,rad={rad}"))
+            # a point of matplotlib's arc3 Bezier curve (built in display space), the one
+            # nearest the middle whose label box clears the nodes and the labels placed so far
+            (a0, b0), (a1, b1) = ax.transData.transform([(x0, y0), (x1, y1)])
+            ca, cb = (a0 + a1) / 2 + rad * (b1 - b0), (b0 + b1) / 2 - rad * (a1 - a0)
+            w, h = 3.8 * len(op) + 8, 11
+            for t in (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8):
+                pa = (1 - t) ** 2 * a0 + 2 * (1 - t) * t * ca + t * t * a1
+                pb = (1 - t) ** 2 * b0 + 2 * (1 - t) * t * cb + t * t * b1
+                if all(abs(pa - qa) > w + qw or abs(pb - qb) > h + qh
+                       for qa, qb, qw, qh in placed):
+                    break
+            placed.append((pa, pb, w, h))
+            lx, ly = ax.transData.inverted().transform((pa, pb))
+            ax.text(lx, ly, op, fontsize=8, ha="center", va="center",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="0.7", alpha=0.95),
+                    zorder=3)
         for n, (x, y) in pos.items():
-            ax.annotate("", out, (x, y), arrowprops=dict(arrowstyle="->", lw=0.6, alpha=0.4)) \
-                if n >= 2 else None
+            if n >= 2:
+                ax.annotate("", out, (x, y), arrowprops=dict(arrowstyle="->", lw=0.6, alpha=0.35,
+                                                            shrinkA=12, shrinkB=14))
             ax.text(x, y, f"${names[n]}$" if n < 2 else str(n - 2), ha="center", va="center",
+                    fontsize=11, zorder=4,
                     bbox=dict(boxstyle="round", fc="lightblue" if n < 2 else "lightyellow"))
-        ax.text(*out, "$c_k$", ha="center", va="center", bbox=dict(boxstyle="round",
-                                                                   fc="lightgreen"))
-        ax.set_xlim(-0.8, out[0] + 0.8)
-        ax.set_ylim(-3.5, 3)
-        ax.set_title(f"{kind} cell")
+        ax.text(*out, "$c_k$", ha="center", va="center", fontsize=11, zorder=4,
+                bbox=dict(boxstyle="round", fc="lightgreen"))
+        ax.set_title(f"{kind} cell (edges: chosen op; grey: concatenated into the output)")
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=110)
     plt.close(fig)
-    import os
-
     os.replace(path + ".tmp.png", path)
     return path

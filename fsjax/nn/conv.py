@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import ops
-from fsjax.spec import ConvSpec
+from fsjax.spec import ConvSpec, check_dtypes
 
 __all__ = ["Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight"]
 
@@ -49,6 +49,7 @@ class _Conv(nnx.Module):
             self.kind, in_features, out_features, kernel_size, strides=strides, padding=padding,
             kernel_dilation=kernel_dilation, feature_group_count=feature_group_count,
             use_bias=use_bias, name=name, **opts)
+        check_dtypes(dtype, param_dtype, f"{type(self).__name__} {name}".strip())
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision

@@ -176,6 +176,7 @@ def save_packed(path: str, model: nnx.Module, meta: dict, q: QuantConfig) -> str
     arrays.update(floats)
     full_meta = dict(meta, layers=export.describe(model), quant=dict(
         method=q.method, per_channel=q.per_channel, tensors=qmeta))
+    full_meta = export.seal(arrays, full_meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(full_meta).encode(), np.uint8)
     out = path + ".fsq.npz"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -193,9 +194,14 @@ def load_packed(file: str, dtype=None) -> tuple[nnx.Module, dict]:
     """Rebuild and dequantize a model written by :func:`save_packed`."""
     if not os.path.exists(file):
         raise FileNotFoundError(f"quantized export {file} is missing")
-    with np.load(file) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(arrays.pop("meta.json").tobytes().decode())
+    arrays = export.read_npz(file)
+    if "meta.json" not in arrays:
+        raise ValueError(f"{file} is not a packed fsjax export (no metadata inside)")
+    try:
+        meta = json.loads(arrays.pop("meta.json").tobytes().decode())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: its metadata is not valid JSON ({e})") from None
+    export.verify(file, arrays, meta)
     model = export.build(meta, dtype)
     tree = export.unflatten({k: v for k, v in arrays.items() if not k.startswith("q")})
     params = tree.get("params", {})
@@ -213,7 +219,7 @@ def load_packed(file: str, dtype=None) -> tuple[nnx.Module, dict]:
             value = ops.codebook_dequantize(jnp.asarray(codes),
                                             jnp.asarray(arrays[f"q{i}/codebook"]))
         params = _insert(params, path, np.asarray(value))
-    export.load_state(model, params, tree.get("stats", {}))
+    export.load_state(model, params, tree.get("stats", {}), strict=file)
     return model, meta
 
 

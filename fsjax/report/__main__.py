@@ -10,6 +10,11 @@ from fsjax import models
 from fsjax.report import report
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fsjax.report", description=__doc__)
     p.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(models.MODELS))}")
@@ -24,22 +29,39 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         shape = tuple(int(v) for v in a.input.lower().split("x"))
-        if len(shape) != 3:
+        if len(shape) != 3 or min(shape) < 1:
             raise ValueError
     except ValueError:
-        p.error(f"--input must be HxWxC (e.g. 32x32x3); got {a.input!r}")
+        return _fail(f"--input must be HxWxC with positive sizes (e.g. 32x32x3); got {a.input!r}")
+    if a.model not in models.MODELS:
+        return _fail(f"--model {a.model!r} is not valid; valid: {', '.join(sorted(models.MODELS))}")
+    if a.compression < 1:
+        return _fail(f"--compression must be >= 1; got {a.compression:g}")
+    if a.group_size < 1:
+        return _fail(f"--group-size must be a positive int; got {a.group_size}")
+    if a.num_classes < 1:
+        return _fail(f"--num-classes must be a positive int; got {a.num_classes}")
     extra = {}
     for kv in a.model_arg:
-        k, _, v = kv.partition("=")
-        extra[k] = json.loads(v) if v[:1] in "0123456789[{-" or v in ("true", "false") else v
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            return _fail(f"--model-arg must be key=value (e.g. depth=8); got {kv!r}")
+        try:
+            extra[k] = json.loads(v) if v[:1] in "0123456789[{-" or v in ("true", "false") \
+                else v
+        except json.JSONDecodeError:
+            return _fail(f"--model-arg {kv!r}: {v!r} is not a number, list or word")
     try:
         factory = models.ConvFactory(kind=a.conv, compression=a.compression,
                                      group_size=a.group_size)
         model = models.create(a.model, num_classes=a.num_classes, conv=factory, **extra)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    table, totals = report(model, shape)
+        return _fail(str(e))
+    try:
+        table, totals = report(model, shape)
+    except (ValueError, TypeError, ZeroDivisionError) as e:  # e.g. an input too small
+        return _fail(f"{a.model} cannot take a {a.input} input ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''})")
     print(f"model: {models.arch_name(a.model, extra)} ({a.conv}), input {a.input}")
     print(table)
     if a.json:
