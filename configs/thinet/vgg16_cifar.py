@@ -1,6 +1,7 @@
 """ThiNet on CIFAR-10 (JPEG copy) VGG-16: prune 50% of the filters of conv1_1..conv4_3.
 
 ``configs/thinet/vgg16_cifar.py:<criterion>`` with criterion thinet (default), thinet_stepwise,
+thinet_stepwise_exact,
 random, weight_sum or apoz. Command::
 
     python -m train.prune --config configs/thinet/vgg16_cifar.py:thinet --workdir runs/thinet

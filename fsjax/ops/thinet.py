@@ -12,8 +12,10 @@ memory is bounded by the chunk, not by ``m``) and run as jitted ``lax`` loops:
 - greedy removal (ICCV'17): grow the removed set ``T`` one channel at a time, taking the
   channel minimising ``||sum_{t in T+c} x_t||^2 = s + 2 r_c + G_cc`` with the running sums
   ``s`` and ``r = G[T].sum(0)`` -- O(C) per step after the Gram, instead of O(m) per candidate.
-- stepwise forward selection (TPAMI'18): add the channel whose least-squares refit of ``y`` over
-  ``S + c`` reduces the residual most; exact, via Gram-Schmidt in coefficient space.
+- stepwise forward selection (TPAMI'18): add the channel that best explains the residual of the
+  least-squares fit over the selected set -- ranked as the authors do (a one-dimensional fit of
+  the residual on each candidate) or exactly (the refit over ``S + c``); Gram-Schmidt in
+  coefficient space.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["contributions", "gram", "greedy_removal", "stepwise_forward", "select_channels",
-           "least_squares_scale", "sample_positions"]
+           "least_squares_scale", "sample_positions", "METHODS"]
 
 
 def sample_positions(key, n_images: int, out_hw, cout: int, per_image: int):
@@ -81,7 +83,15 @@ def contributions(x, kernel, img, ys, xs, oc, strides=(1, 1), padding="SAME", ch
 
 def gram(x_hat, chunk: int = 65536):
     """``(G = X^T X (C, C), b = X^T y (C,), yy = y^T y)`` with ``y = X.sum(1)``, accumulated
-    over row chunks in float32."""
+    over row chunks of at most ``chunk`` rows in float32 (jitted; padded to a multiple of the
+    chunk, never beyond ``m`` rounded up)."""
+    m = x_hat.shape[0]
+    n = -(-m // chunk)
+    return _gram(x_hat, -(-m // n))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _gram(x_hat, chunk: int):
     m, c = x_hat.shape
     n = -(-m // chunk)
     xs = jnp.pad(x_hat.astype(jnp.float32), ((0, n * chunk - m), (0, 0))).reshape(n, chunk, c)
@@ -114,41 +124,61 @@ def greedy_removal(g, keep: int):
     return ~removed
 
 
-@functools.partial(jax.jit, static_argnames=("keep",))
-def stepwise_forward(g, b, keep: int, eps: float = 1e-6):
-    """TPAMI stepwise forward selection with exact least-squares refits; kept mask ``(C,)``.
+@functools.partial(jax.jit, static_argnames=("keep", "exact"))
+def stepwise_forward(g, b, keep: int, exact: bool = False, eps: float = 1e-6):
+    """TPAMI stepwise forward selection; kept mask ``(C,)``.
+
+    After each addition the selected channels are refit exactly (least squares), so the
+    residual is ``r = y - X_S w_S`` and ``X^T r`` is ``bp`` below. Candidates are ranked by
+
+    - ``exact=False`` (the authors' algorithm, TPAMI'18 and their released code): the
+      residual left by a one-dimensional fit of ``r`` on the candidate alone,
+      i.e. the largest ``(x_c^T r)^2 / ||x_c||^2``;
+    - ``exact=True``: the residual left by refitting all of ``S + c``, i.e. the largest
+      ``(x_c^T r)^2 / ||P_perp x_c||^2`` (never worse at each step).
 
     ``gp``/``bp`` are the Gram matrix and ``X^T y`` of the candidates projected orthogonal to
-    the span of the selected channels; a candidate's residual reduction is ``bp_c^2 / gp_cc``.
+    the span of the selected channels (Gram-Schmidt in coefficient space).
     """
     c = g.shape[0]
-    scale = jnp.maximum(jnp.max(jnp.diag(g)), 1e-30)
+    diag0 = jnp.diag(g)
+    scale = jnp.maximum(jnp.max(diag0), 1e-30)
 
     def body(_, state):
         sel, gp, bp = state
         d = jnp.diag(gp)
-        gain = jnp.where(sel | (d <= eps * scale), -jnp.inf, bp ** 2 / jnp.maximum(d, 1e-30))
+        denom = d if exact else diag0
+        dead = (d <= eps * scale) if exact else (diag0 <= eps * scale)
+        gain = jnp.where(sel | dead, -jnp.inf, bp ** 2 / jnp.maximum(denom, 1e-30))
         p = jnp.argmax(gain)
+        # a candidate already in the span of S (authors' criterion only) changes nothing
+        ok = gp[p, p] > eps * scale
         norm = jnp.sqrt(jnp.maximum(gp[p, p], 1e-30))
-        v = gp[:, p] / norm
-        return sel.at[p].set(True), gp - jnp.outer(v, v), bp - v * (bp[p] / norm)
+        v = jnp.where(ok, gp[:, p] / norm, 0.0)
+        return sel.at[p].set(True), gp - jnp.outer(v, v), bp - v * jnp.where(ok, bp[p] / norm,
+                                                                              0.0)
 
     sel, _, _ = jax.lax.fori_loop(0, keep, body, (jnp.zeros(c, bool), g, b))
     return sel
 
 
+METHODS = ("greedy", "stepwise", "stepwise_exact")
+
+
 def select_channels(x_hat, keep: int, method: str = "greedy") -> np.ndarray:
-    """Kept input channels of layer i+1 (sorted int32 indices) from ``x_hat (m, C)``."""
+    """Kept input channels of layer i+1 (sorted int32 indices) from ``x_hat (m, C)``.
+    ``method``: ``greedy`` (ICCV'17), ``stepwise`` (TPAMI'18 as the authors wrote it) or
+    ``stepwise_exact`` (exact least-squares ranking, see :func:`stepwise_forward`)."""
     c = x_hat.shape[1]
     if not 0 < keep <= c:
         raise ValueError(f"keep must be in [1, {c}]; got {keep}")
+    if method not in METHODS:
+        raise ValueError(f"ThiNet method must be one of {', '.join(METHODS)}; got {method!r}")
     g, b, _ = gram(jnp.asarray(x_hat))
     if method == "greedy":
         mask = greedy_removal(g, keep)
-    elif method == "stepwise":
-        mask = stepwise_forward(g, b, keep)
     else:
-        raise ValueError(f"ThiNet method must be 'greedy' or 'stepwise'; got {method!r}")
+        mask = stepwise_forward(g, b, keep, exact=method == "stepwise_exact")
     return np.flatnonzero(np.asarray(mask)).astype(np.int32)
 
 

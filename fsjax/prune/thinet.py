@@ -12,6 +12,7 @@ implemented -- prune the dense model, then convert (``fsjax.nn.convert`` / ``ini
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from fsjax.spec import record_calls
 __all__ = ["select_channels", "least_squares_scale", "Pair", "prunable_pairs", "prune_pair",
            "CRITERIA", "keep_count"]
 
-CRITERIA = ("thinet", "thinet_stepwise", "random", "weight_sum", "apoz")
+CRITERIA = ("thinet", "thinet_stepwise", "thinet_stepwise_exact", "random", "weight_sum", "apoz")
 VGG_DEFAULT = tuple(f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3))
                     for i in range(1, n + 1))
 
@@ -122,7 +123,8 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     x_in = _capture_input(model, images, pair.consumer)
     c = x_in.shape[-1]
     keep = keep_count(c, ratio)
-    key = jax.random.fold_in(jax.random.key(seed), hash(pair.producer) % (2 ** 31))
+    # a stable per-layer key (Python's str hash differs between processes)
+    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(pair.producer.encode()) % 2 ** 31)
     w_kernel = consumer.conv.dense_kernel()
     if criterion.startswith("thinet"):
         s = consumer.conv.spec
@@ -133,7 +135,8 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
         idx = sample_positions(key, x_in.shape[0], out_hw, s.out_features,
                                samples_per_image)
         x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
-        method = "stepwise" if criterion == "thinet_stepwise" else "greedy"
+        method = {"thinet": "greedy", "thinet_stepwise": "stepwise",
+                  "thinet_stepwise_exact": "stepwise_exact"}[criterion]
         kept = select_channels(x_hat, keep, method)
         scale = least_squares_scale(x_hat, x_hat.sum(1), kept)
     else:
