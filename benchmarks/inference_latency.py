@@ -27,7 +27,7 @@ VGG_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 def variants(model: str, small: bool):
     kw = dict(stem="cifar") if model == "resnet18" else {}
     if small:
-        kw = dict(widths=(4,) * 13) if model == "vgg16" else dict(
+        kw = dict(widths=(8,) * 13) if model == "vgg16" else dict(
             stem="cifar", depths=(1, 1, 1, 1), widths=(8, 8, 16, 16))
     fs4 = models.ConvFactory(kind="fs", compression=4.0)
     out = [("dense", models.ConvFactory(), kw, False), ("fs4 (per call)", fs4, kw, False),

@@ -30,7 +30,7 @@ from train.trainer import build_model
 
 MODEL_KW = {"resnet18": dict(stem="cifar"), "mobilenet_v1": dict(stem_stride=1)}
 SMALL_KW = {"resnet18": dict(stem="cifar", depths=(1, 1, 1, 1), widths=(8, 8, 16, 16)),
-            "resnet56": dict(depth=8, widths=(4, 8, 8)), "vgg16": dict(widths=(4,) * 13),
+            "resnet56": dict(depth=8, widths=(4, 8, 8)), "vgg16": dict(widths=(8,) * 13),
             "mobilenet_v1": dict(width=0.125)}
 
 

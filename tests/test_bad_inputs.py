@@ -57,7 +57,6 @@ def test_bad_config_value(key, value):
 
 @pytest.mark.parametrize("over,needle", [
     ({"schedule.warmup_epochs": 3.0}, "config.schedule.warmup_epochs = 3.0 must be below"),
-    ({"locations.freeze_epoch": 5, "conv.kind": "dfs"}, "config.locations.freeze_epoch = 5"),
     ({"locations.freeze_epoch": 1}, "freeze_epoch only applies to conv.kind='dfs'"),
     ({"init_from": "runs/x", "conv.kind": "dense"}, "config.init_from projects a dense run"),
     ({"schedule.name": "cyclic", "schedule.cycles": 9}, "config.schedule.cycles must be in"),

@@ -167,7 +167,7 @@ def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
 def test_workdir_config_mismatch(tmp_path):
     wd = str(tmp_path / "m")
     run(tiny_config(num_epochs=1), wd)
-    with pytest.raises(ValueError, match="different config .conv"):
+    with pytest.raises(ValueError, match=r"different config: conv.kind \('fs' -> 'dense'\)"):
         run(tiny_config(num_epochs=1, **{"conv.kind": "dense"}), wd)
 
 

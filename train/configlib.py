@@ -240,9 +240,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.schedule.warmup_epochs >= c.num_epochs and c.schedule.warmup_epochs:
         raise ValueError(f"config.schedule.warmup_epochs = {c.schedule.warmup_epochs} must be "
                          f"below num_epochs = {c.num_epochs}")
-    if c.locations.freeze_epoch >= c.num_epochs:
-        raise ValueError(f"config.locations.freeze_epoch = {c.locations.freeze_epoch} must be "
-                         f"below num_epochs = {c.num_epochs} (or -1: never)")
     unknown = [k for k, v in c.model_kw.items() if v is not None and k not in MODEL_OPTIONS]
     if unknown:
         raise ValueError(f"config.model_kw.{unknown[0]} is not a model option; valid: "
