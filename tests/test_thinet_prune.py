@@ -95,3 +95,47 @@ def test_caffe_vs_torchvision_resnet50():
     p2, f2 = thinet.paper_counts(tv, (224, 224, 3))
     assert round(p1 / 1e6, 2) == 25.56 and round(f1 / 1e9, 2) == 7.72
     assert p1 == p2 and f2 > f1
+
+
+@pytest.mark.parametrize("compression", [1.0, 2.0])
+def test_pruned_fs_model_equals_dense_equivalent(compression):
+    """An FS model prunes like its dense equivalent (same channels, same rescaled kernels) up
+    to the reported projection error of the rebuilt, shorter summaries (zero at rho=1)."""
+    fs_meta = dict(model="vgg16", num_classes=10, model_kw=dict(widths=(8,) * 13),
+                   conv=dict(kind="fs", compression=compression))
+    fs_model = export.build(fs_meta)
+    dense_meta = dict(fs_meta, conv=dict(kind="dense"))
+    dense = export.build(dense_meta)
+    export.copy_matching(dense, fs_model)
+    for (_, d), (_, f) in zip(export.conv_layers(dense), export.conv_layers(fs_model),
+                              strict=True):
+        d.kernel[...] = f.dense_kernel()
+    x = jax.random.normal(jax.random.key(0), (6, 32, 32, 3))
+    pair = thinet.prunable_pairs(fs_meta)[2]
+    new_fs, meta_fs, kept_fs = thinet.prune_pair(fs_model, fs_meta, pair, x, 0.5)
+    new_d, _, kept_d = thinet.prune_pair(dense, dense_meta, pair, x, 0.5)
+    assert kept_fs.tolist() == kept_d.tolist()
+    errors = meta_fs["projection_error"]
+    assert set(errors) == {pair.producer, pair.consumer}
+    for name, err in errors.items():
+        got = thinet._find(new_fs, name)[1].conv
+        want = thinet._find(new_d, name)[1].conv.kernel[...]
+        assert got.spec.kind == "fs" and got.spec.compression == compression
+        rel = float(jnp.linalg.norm(got.dense_kernel() - want) / jnp.linalg.norm(want))
+        assert rel == pytest.approx(err, rel=1e-4, abs=1e-7)
+        assert (err < 1e-6) if compression == 1.0 else (err > 1e-3)
+    if compression == 1.0:
+        new_fs.eval()
+        new_d.eval()
+        np.testing.assert_allclose(new_fs(x), new_d(x), rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_sharing_and_dfs_layers_say_what_to_do():
+    for kind, needle in (("wks", "pruning kernel-sharing layers is not implemented"),
+                         ("dfs", "freeze its locations first")):
+        meta = dict(model="vgg16", num_classes=10, model_kw=dict(widths=(8,) * 13),
+                    conv=dict(kind=kind, group_size=2, compression=2.0))
+        model = export.build(meta)
+        pair = thinet.prunable_pairs(meta)[2]
+        with pytest.raises(ValueError, match=needle):
+            thinet.prune_pair(model, meta, pair, jnp.ones((2, 32, 32, 3)), 0.5)

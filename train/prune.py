@@ -35,7 +35,9 @@ def _stage(c, workdir, init, meta, epochs, lr):
     for k, v in meta["model_kw"].items():
         if k != "in_channels":
             s.model_kw[k] = v
-    s.conv.kind = "dense"
+    for k, v in meta.get("conv", {}).items():  # the pruned model's own kind (dense or FS)
+        if k in s.conv and k != "overrides":
+            s.conv[k] = v
     s.init_weights = init or ""
     s.num_epochs = max(1, epochs)
     s.optimizer.lr = lr

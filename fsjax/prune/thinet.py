@@ -5,8 +5,11 @@ physically smaller model.
 Prunable pairs (the papers' choice): VGG-16 ``conv1_1 .. conv4_3`` (each with its next conv);
 ResNet basic blocks: ``conv1`` (-> ``conv2``); bottlenecks: ``conv1`` and ``conv2``
 (branch2a/2b, -> ``conv2``/``conv3``). Shortcuts and block outputs are never pruned.
-FS layers: pruning a filter of an FS layer would drop its segment and shrink the FS; not
-implemented -- prune the dense model, then convert (``fsjax.nn.convert`` / ``init_from``).
+FS layers (and DFS layers once their locations are frozen) are pruned on their materialised
+kernels; the pruned layer is rebuilt as FS at the same compression (a shorter summary) whose
+summary is the least-squares projection of the kept filters; the relative projection error
+of each rebuilt layer is returned in ``new_meta['projection_error']``. KS/WKSC layers are
+not pruned (a clear error): prune the dense model, then convert.
 """
 
 from __future__ import annotations
@@ -117,9 +120,7 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     ppath, producer = _find(model, pair.producer)
     cpath, consumer = _find(model, pair.consumer)
     for layer in (producer.conv, consumer.conv):
-        if layer.spec.kind != "dense" or layer.spec.feature_group_count != 1:
-            raise ValueError(f"ThiNet prunes dense convs; {layer.spec.name!r} is "
-                             f"{layer.spec.kind} (prune the dense model, then convert)")
+        _check_prunable(layer.spec)
     x_in = _capture_input(model, images, pair.consumer)
     c = x_in.shape[-1]
     keep = keep_count(c, ratio)
@@ -148,17 +149,47 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     export.copy_matching(new, model)
     _, nprod = _find(new, pair.producer)
     _, ncons = _find(new, pair.consumer)
-    nprod.conv.kernel[...] = producer.conv.kernel[...][..., kept]
+    errors: dict[str, float] = {}
+    _set_kernel(nprod.conv, producer.conv.dense_kernel()[..., kept], errors)
     if nprod.conv.bias is not None:
         nprod.conv.bias[...] = producer.conv.bias[...][kept]
     if getattr(nprod, "bn", None) is not None:
         for attr in ("scale", "bias", "mean", "var"):
             getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
-    ncons.conv.kernel[...] = (w_kernel[:, :, kept, :] *
-                              jnp.asarray(scale, w_kernel.dtype)[None, None, :, None])
+    _set_kernel(ncons.conv, w_kernel[:, :, kept, :] *
+                jnp.asarray(scale, w_kernel.dtype)[None, None, :, None], errors)
     if ncons.conv.bias is not None:
         ncons.conv.bias[...] = consumer.conv.bias[...]
+    if errors:
+        new_meta = dict(new_meta, projection_error=errors)
     return new, new_meta, kept
+
+
+def _check_prunable(spec) -> None:
+    where = f"ThiNet: layer {spec.name!r}"
+    if spec.kind == "dfs":
+        raise ValueError(f"{where} is DFS: freeze its locations first (fsjax.nn.freeze_dfs, or "
+                         f"config.locations.freeze_epoch), then it prunes as an FS layer")
+    if spec.kind in ("ks", "wks"):
+        raise ValueError(f"{where} is {spec.kind.upper()}: pruning kernel-sharing layers is not "
+                         f"implemented; prune the dense model, then convert")
+    if spec.feature_group_count != 1:
+        raise ValueError(f"{where} is a grouped conv (feature_group_count="
+                         f"{spec.feature_group_count}); ThiNet prunes ungrouped convs")
+
+
+def _set_kernel(layer, dense, errors: dict) -> None:
+    """Give a rebuilt layer the pruned dense kernel: directly, or for an FS layer (same
+    compression, new length) as the least-squares summary, recording the relative error
+    ``||fs_kernel(fs) - dense|| / ||dense||`` in ``errors``."""
+    if layer.spec.kind != "fs":
+        layer.kernel[...] = dense.astype(layer.kernel[...].dtype)
+        return
+    fs = ops.fs_project(dense, layer.spec.length, layer.spec.np_offsets())
+    layer.fs[...] = fs.astype(layer.fs[...].dtype)
+    err = jnp.linalg.norm(layer.dense_kernel() - dense) / jnp.maximum(jnp.linalg.norm(dense),
+                                                                       1e-30)
+    errors[layer.spec.name] = float(err)
 
 
 def _shrunk_meta(meta, pair, keep):
