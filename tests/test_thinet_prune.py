@@ -130,12 +130,38 @@ def test_pruned_fs_model_equals_dense_equivalent(compression):
         np.testing.assert_allclose(new_fs(x), new_d(x), rtol=1e-4, atol=1e-4)
 
 
-def test_kernel_sharing_and_dfs_layers_say_what_to_do():
-    for kind, needle in (("wks", "pruning kernel-sharing layers is not implemented"),
-                         ("dfs", "freeze its locations first")):
-        meta = dict(model="vgg16", num_classes=10, model_kw=dict(widths=(8,) * 13),
-                    conv=dict(kind=kind, group_size=2, compression=2.0))
-        model = export.build(meta)
-        pair = thinet.prunable_pairs(meta)[2]
-        with pytest.raises(ValueError, match=needle):
-            thinet.prune_pair(model, meta, pair, jnp.ones((2, 32, 32, 3)), 0.5)
+@pytest.mark.parametrize("kind", ["wks", "ks"])
+def test_kernel_sharing_model_prunes_whole_groups(kind):
+    """A KS/WKSC consumer keeps whole channel groups: killing two of four groups of the
+    producer's channels, ThiNet keeps the other two, the outputs do not change, and the
+    pruned layers are still kernel-sharing (groups halved, WKSC weights following)."""
+    meta = dict(model="vgg16", num_classes=10, model_kw=dict(widths=(8,) * 13),
+                conv=dict(kind=kind, group_size=2))
+    model = export.build(meta)
+    pair = thinet.prunable_pairs(meta)[2]
+    _, cons = thinet._find(model, pair.consumer)
+    if kind == "wks":  # non-trivial channel weights
+        cons.conv.alpha[...] = jnp.linspace(0.5, 1.5, cons.conv.alpha[...].size)
+    _kill_channels(model, pair.producer, [2, 3, 6, 7])
+    x = jax.random.normal(jax.random.key(0), (6, 32, 32, 3))
+    model.eval()
+    want = model(x)
+    new, new_meta, kept = thinet.prune_pair(model, meta, pair, x, ratio=0.5)
+    assert kept.tolist() == [0, 1, 4, 5]
+    new.eval()
+    np.testing.assert_allclose(new(x), want, rtol=1e-4, atol=1e-4)
+    _, prod = thinet._find(new, pair.producer)
+    _, ncons = thinet._find(new, pair.consumer)
+    assert prod.conv.spec.kind == kind and prod.conv.spec.out_features == 4
+    assert ncons.conv.spec.kind == kind and ncons.conv.spec.groups == 2
+    if kind == "wks":
+        np.testing.assert_array_equal(ncons.conv.alpha[...], cons.conv.alpha[...][kept])
+
+
+def test_dfs_layers_say_what_to_do():
+    meta = dict(model="vgg16", num_classes=10, model_kw=dict(widths=(8,) * 13),
+                conv=dict(kind="dfs", compression=2.0))
+    model = export.build(meta)
+    pair = thinet.prunable_pairs(meta)[2]
+    with pytest.raises(ValueError, match="freeze its locations first"):
+        thinet.prune_pair(model, meta, pair, jnp.ones((2, 32, 32, 3)), 0.5)

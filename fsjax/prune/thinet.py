@@ -8,8 +8,10 @@ ResNet basic blocks: ``conv1`` (-> ``conv2``); bottlenecks: ``conv1`` and ``conv
 FS layers (and DFS layers once their locations are frozen) are pruned on their materialised
 kernels; the pruned layer is rebuilt as FS at the same compression (a shorter summary) whose
 summary is the least-squares projection of the kept filters; the relative projection error
-of each rebuilt layer is returned in ``new_meta['projection_error']``. KS/WKSC layers are
-not pruned (a clear error): prune the dense model, then convert.
+of each rebuilt layer is returned in ``new_meta['projection_error']``. KS/WKSC layers keep
+their factored form: a kernel-sharing consumer keeps whole groups (the selection runs over
+the groups' summed contributions), the least-squares scale of each kept group is folded into
+its shared kernel, and WKSC channel weights follow their channels.
 """
 
 from __future__ import annotations
@@ -123,7 +125,10 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
         _check_prunable(layer.spec)
     x_in = _capture_input(model, images, pair.consumer)
     c = x_in.shape[-1]
-    keep = keep_count(c, ratio)
+    # a kernel-sharing consumer keeps whole groups (channels sharing one kernel), so the
+    # pruned layer has valid groups again: select among groups of g channels
+    g = c // consumer.conv.spec.groups if consumer.conv.spec.kind in ("ks", "wks") else 1
+    keep = max(1, keep_count(c, ratio) // g)
     # a stable per-layer key (Python's str hash differs between processes)
     key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(pair.producer.encode()) % 2 ** 31)
     w_kernel = consumer.conv.dense_kernel()
@@ -136,28 +141,29 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
         idx = sample_positions(key, x_in.shape[0], out_hw, s.out_features,
                                samples_per_image)
         x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
+        x_hat = x_hat.reshape(x_hat.shape[0], c // g, g).sum(2)  # per group (g=1: channel)
         method = {"thinet": "greedy", "thinet_stepwise": "stepwise",
                   "thinet_stepwise_exact": "stepwise_exact"}[criterion]
         kept = select_channels(x_hat, keep, method)
         scale = least_squares_scale(x_hat, x_hat.sum(1), kept)
     else:
-        kept = np.sort(np.argsort(-np.asarray(_scores(criterion, producer, x_in, key)))[:keep])
-        kept = kept.astype(np.int32)
+        scores = np.asarray(_scores(criterion, producer, x_in, key)).reshape(c // g, g).sum(1)
+        kept = np.sort(np.argsort(-scores)[:keep]).astype(np.int32)
         scale = jnp.ones(len(kept))
+    kept_groups, kept = kept, (kept[:, None] * g + np.arange(g)).reshape(-1).astype(np.int32)
     new_meta = _shrunk_meta(meta, pair, len(kept))
     new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
     export.copy_matching(new, model)
     _, nprod = _find(new, pair.producer)
     _, ncons = _find(new, pair.consumer)
     errors: dict[str, float] = {}
-    _set_kernel(nprod.conv, producer.conv.dense_kernel()[..., kept], errors)
+    _prune_outputs(producer.conv, nprod.conv, kept, errors)
     if nprod.conv.bias is not None:
         nprod.conv.bias[...] = producer.conv.bias[...][kept]
     if getattr(nprod, "bn", None) is not None:
         for attr in ("scale", "bias", "mean", "var"):
             getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
-    _set_kernel(ncons.conv, w_kernel[:, :, kept, :] *
-                jnp.asarray(scale, w_kernel.dtype)[None, None, :, None], errors)
+    _prune_inputs(consumer.conv, ncons.conv, kept, kept_groups, scale, errors)
     if ncons.conv.bias is not None:
         ncons.conv.bias[...] = consumer.conv.bias[...]
     if errors:
@@ -170,23 +176,56 @@ def _check_prunable(spec) -> None:
     if spec.kind == "dfs":
         raise ValueError(f"{where} is DFS: freeze its locations first (fsjax.nn.freeze_dfs, or "
                          f"config.locations.freeze_epoch), then it prunes as an FS layer")
-    if spec.kind in ("ks", "wks"):
-        raise ValueError(f"{where} is {spec.kind.upper()}: pruning kernel-sharing layers is not "
-                         f"implemented; prune the dense model, then convert")
     if spec.feature_group_count != 1:
         raise ValueError(f"{where} is a grouped conv (feature_group_count="
                          f"{spec.feature_group_count}); ThiNet prunes ungrouped convs")
 
 
+def _prune_outputs(old, new, kept, errors: dict) -> None:
+    """Layer i loses the filters not in ``kept``: a KS/WKSC layer keeps its factored form
+    (shared kernel and per-pair weights sliced), others get the sliced dense kernel."""
+    if old.spec.kind in ("ks", "wks") and new.spec.kind == old.spec.kind:
+        new.kernel[...] = old.kernel[...][..., kept]
+        if old.alpha is not None:
+            a = old.alpha[...]
+            new.alpha[...] = a[:, kept] if a.ndim == 2 else a
+        return
+    _set_kernel(new, old.dense_kernel()[..., kept], errors)
+
+
+def _prune_inputs(old, new, kept, kept_groups, scale, errors: dict) -> None:
+    """Layer i+1 loses the input channels not in ``kept`` and rescales the others by the
+    least-squares ``scale`` (one per kept channel, or per kept group of a KS/WKSC layer, where
+    it is folded into that group's shared kernel)."""
+    scale = jnp.asarray(scale)
+    if old.spec.kind in ("ks", "wks") and new.spec.kind == old.spec.kind:
+        k = old.kernel[...][:, :, kept_groups, :]
+        new.kernel[...] = k * scale.astype(k.dtype)[None, None, :, None]
+        if old.alpha is not None:
+            new.alpha[...] = old.alpha[...][kept]
+        return
+    dense = old.dense_kernel()
+    per_channel = jnp.repeat(scale, len(kept) // len(kept_groups))
+    _set_kernel(new, dense[:, :, kept, :] * per_channel.astype(dense.dtype)[None, None, :, None],
+                errors)
+
+
 def _set_kernel(layer, dense, errors: dict) -> None:
     """Give a rebuilt layer the pruned dense kernel: directly, or for an FS layer (same
-    compression, new length) as the least-squares summary, recording the relative error
-    ``||fs_kernel(fs) - dense|| / ||dense||`` in ``errors``."""
-    if layer.spec.kind != "fs":
+    compression, new length) as the least-squares summary, or for a KS/WKSC layer as the
+    least-squares shared kernel (weights 1), recording the relative error
+    ``||materialised - dense|| / ||dense||`` in ``errors``."""
+    if layer.spec.kind in ("ks", "wks"):  # e.g. a dense layer whose new width now groups
+        layer.kernel[...] = ops.ks_project(dense, layer.spec.groups).astype(
+            layer.kernel[...].dtype)
+        if layer.alpha is not None:
+            layer.alpha[...] = jnp.ones_like(layer.alpha[...])
+    elif layer.spec.kind != "fs":
         layer.kernel[...] = dense.astype(layer.kernel[...].dtype)
         return
-    fs = ops.fs_project(dense, layer.spec.length, layer.spec.np_offsets())
-    layer.fs[...] = fs.astype(layer.fs[...].dtype)
+    else:
+        fs = ops.fs_project(dense, layer.spec.length, layer.spec.np_offsets())
+        layer.fs[...] = fs.astype(layer.fs[...].dtype)
     err = jnp.linalg.norm(layer.dense_kernel() - dense) / jnp.maximum(jnp.linalg.norm(dense),
                                                                        1e-30)
     errors[layer.spec.name] = float(err)
