@@ -222,8 +222,8 @@ def _like(cls, conv, rngs, **kw):
                    feature_group_count=s.feature_group_count, use_bias=s.use_bias, name=s.name)
         cin, cout, ks = s.in_features, s.out_features, s.kernel_size
     else:
-        geo = dict(strides=conv.strides, padding=conv.padding,
-                   kernel_dilation=conv.kernel_dilation,
+        geo = dict(strides=1 if conv.strides is None else conv.strides, padding=conv.padding,
+                   kernel_dilation=1 if conv.kernel_dilation is None else conv.kernel_dilation,
                    feature_group_count=conv.feature_group_count, use_bias=conv.use_bias)
         cin, cout, ks = conv.in_features, conv.out_features, conv.kernel_size
     geo.update(dtype=conv.dtype, param_dtype=conv.param_dtype, precision=conv.precision)

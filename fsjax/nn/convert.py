@@ -10,7 +10,7 @@ from flax import nnx
 from fsjax import ops
 from fsjax.nn.conv import Conv, DFSConv, FSConv, KSConv, _Conv, _copy_bias, _kernel_of, _like
 
-__all__ = ["convert", "dense_convs", "freeze_dfs", "materialize"]
+__all__ = ["convert", "dense_convs", "freeze_dfs", "materialize", "Converted"]
 
 
 def dense_convs(model: nnx.Module) -> list[tuple[tuple, nnx.Module]]:
@@ -32,6 +32,48 @@ def _set(model, path, value):
         setattr(parent, path[-1], value)
 
 
+class Converted(list):
+    """The converted layer paths (a list, as before), with ``skipped``: ``(path, reason)`` for
+    every conv that was left as it is."""
+
+    def __init__(self, done=(), skipped=()):
+        super().__init__(done)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def _why_not(conv) -> str | None:
+    """Why an ``nnx.Conv`` cannot become an fsjax layer without changing what it computes, or
+    None when it can."""
+    if isinstance(conv, _Conv):
+        return None
+    ks = conv.kernel_size
+    if isinstance(ks, int) or len(tuple(ks)) != 2:
+        return (f"kernel_size {ks!r} is not 2-D (an int is a 1-D kernel in Flax); fsjax layers "
+                f"are 2-D")
+    if conv.mask is not None:
+        return "it has a kernel mask, which fsjax layers do not apply"
+    dil = conv.input_dilation
+    if dil is not None and any(d != 1 for d in np.atleast_1d(dil)):
+        return f"input_dilation={dil!r} (transposed-conv style) is not supported by fsjax layers"
+    if getattr(conv, "preferred_element_type", None) is not None:
+        return "preferred_element_type is set, which fsjax layers do not take"
+    defaults = nnx.Conv(1, 1, (1, 1), rngs=nnx.Rngs(0))
+    for attr in ("conv_general_dilated", "promote_dtype"):
+        if getattr(conv, attr, None) is not getattr(defaults, attr, None):
+            return f"a custom {attr} function is set"
+    from fsjax.spec import ConvSpec
+
+    try:
+        ConvSpec.make("dense", conv.in_features, conv.out_features, tuple(ks),
+                      strides=1 if conv.strides is None else conv.strides,
+                      padding=conv.padding,
+                      kernel_dilation=1 if conv.kernel_dilation is None else conv.kernel_dilation,
+                      feature_group_count=conv.feature_group_count, use_bias=conv.use_bias)
+    except (ValueError, TypeError) as e:
+        return f"its geometry is not supported by fsjax layers ({e})"
+    return None
+
+
 def _geometry(conv):
     if isinstance(conv, _Conv):
         return conv.spec.kernel_shape
@@ -42,8 +84,10 @@ def _geometry(conv):
 def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, group_size: int = 4,
             predicate: Callable[[tuple, nnx.Module], bool] | None = None,
             min_params: int = 1024, from_dense: bool = True, seed: int = 0,
-            **layer_kw) -> list[str]:
-    """Replace dense convs of ``model`` in place; returns the converted layer paths.
+            **layer_kw) -> Converted:
+    """Replace dense convs of ``model`` in place; returns the converted layer paths, with
+    ``.skipped``: ``(path, reason)`` for each conv left as it is (never raises on a layer it
+    cannot represent: 1-D/3-D kernels, masks, input dilation, unsupported padding, ...).
 
     Args:
       kind: 'fs', 'dfs', 'ks' or 'wks'.
@@ -67,13 +111,22 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
     if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
         raise ValueError(f"convert: group_size must be a positive int; got {group_size!r}")
     rngs = nnx.Rngs(seed)
-    done = []
+    done = Converted()
     for path, conv in dense_convs(model):
-        if not pick(path, conv):
-            continue
-        if kind in ("ks", "wks") and (conv.in_features % group_size or conv.feature_group_count > 1):
-            continue
         name = ".".join(str(p) for p in path)
+        why = _why_not(conv)
+        if why is None and not pick(path, conv):
+            why = ("not selected by the predicate" if predicate else
+                   f"grouped (feature_group_count={conv.feature_group_count})"
+                   if conv.feature_group_count != 1 else
+                   f"fewer than min_params={min_params} weights")
+        if why is None and kind in ("ks", "wks") and conv.feature_group_count > 1:
+            why = "kernel sharing needs an ungrouped conv (feature_group_count=1)"
+        if why is None and kind in ("ks", "wks") and conv.in_features % group_size:
+            why = f"in_features {conv.in_features} is not a multiple of group_size {group_size}"
+        if why is not None:
+            done.skipped.append((name, why))
+            continue
         if kind in ("fs", "dfs"):
             cls = FSConv if kind == "fs" else DFSConv
             layer = _like(cls, conv, rngs, compression=compression, name=name, **layer_kw)
