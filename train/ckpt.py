@@ -76,7 +76,7 @@ class Checkpoints:
         except Exception as e:  # orbax re-raises the writer's error, maybe wrapped
             self._close_after_failure()
             self._remove_unfinished(step)
-            kept = [s for s in self._steps_on_disk() if s != step]
+            kept = [s for s in step_dirs(self.dir) if s != step]
             raise SaveError(
                 f"saving checkpoint step {step} to {self.dir} failed: {_os_error(e)}; its "
                 f"unfinished folder was removed; "
@@ -98,17 +98,16 @@ class Checkpoints:
         return meta
 
     def restore(self, step: int, target):
-        """Restore ``step`` into the structure/shardings of ``target``. A failure stops with a
-        message; the checkpoint is never overwritten."""
+        """Restore ``step`` into the structure/shardings of ``target``; a failure raises
+        RuntimeError naming the step (the checkpoint is never touched)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for broken/mismatched checkpoints
             raise RuntimeError(
-                f"checkpoint step {step} in {self.dir} failed to restore ({_first_line(e)}). "
-                f"It was left untouched: fix the config to match it, or move the "
-                f"directory away to start afresh.") from None
+                f"checkpoint step {step} in {self.dir} failed to restore ({_first_line(e)})"
+            ) from None
         return out["state"], out["meta"]
 
     def restore_arrays(self, step: int) -> dict:
@@ -128,7 +127,7 @@ class Checkpoints:
     def set_aside_after(self, step: int) -> list[int]:
         """Move the steps after ``step`` to :attr:`aside_dir` (a resume from an earlier step
         must not overwrite them, nor be overtaken by them); returns the moved steps."""
-        later = [s for s in self._steps_on_disk() if s > step]
+        later = [s for s in step_dirs(self.dir) if s > step]
         for s in later:
             os.makedirs(self.aside_dir, exist_ok=True)
             dst = os.path.join(self.aside_dir, str(s))
@@ -138,10 +137,6 @@ class Checkpoints:
         if later:
             self.manager.reload()
         return later
-
-    def _steps_on_disk(self) -> list[int]:
-        return sorted(int(n) for n in os.listdir(self.dir) if n.isdigit()) \
-            if os.path.isdir(self.dir) else []
 
     def _remove_unfinished(self, step):
         if step is None:
@@ -177,6 +172,12 @@ class Checkpoints:
                 self._closed = True
                 self.manager.close()
                 _quiet(False)
+
+
+def step_dirs(ckpt_dir: str) -> list[int]:
+    """The finished step folders in a checkpoint directory (no orbax temporaries), sorted."""
+    return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) \
+        if os.path.isdir(ckpt_dir) else []
 
 
 def _meta_sha(meta: dict) -> str:

@@ -203,8 +203,6 @@ def _range(key, v, kind, lo, hi, text):
     if not ok_type or (lo is not None and v < lo) or (hi is not None and v > hi) or \
             (kind == "num" and v != v):
         raise ValueError(f"config.{key} = {v!r} is not valid; valid: {text}")
-    if key == "quant.bits" and v == 1:
-        raise ValueError(f"config.{key} = 1 is not valid; valid: {text}")
 
 
 def _choice(key, value, valid):
@@ -244,12 +242,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if unknown:
         raise ValueError(f"config.model_kw.{unknown[0]} is not a model option; valid: "
                          f"{', '.join(MODEL_OPTIONS)}")
-    if c.conv.kind in ("fs", "dfs") and not c.conv.compression >= 1:
-        raise ValueError(f"config.conv.compression must be >= 1; got {c.conv.compression}")
-    if c.conv.kind in ("ks", "wks") and c.conv.group_size < 1:
-        raise ValueError(f"config.conv.group_size must be >= 1; got {c.conv.group_size}")
-    if c.optimizer.lr <= 0:
-        raise ValueError(f"config.optimizer.lr must be > 0; got {c.optimizer.lr}")
     if c.schedule.name == "step" and not all(0 < p < 1 for p in c.schedule.decay_points):
         raise ValueError("config.schedule.decay_points must be fractions of training in (0, 1); "
                          f"got {tuple(c.schedule.decay_points)}")
@@ -262,5 +254,5 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.init_from and c.conv.kind == "dense":
         raise ValueError("config.init_from projects a dense run onto a compressed model; "
                          "set conv.kind to fs, dfs, ks or wks")
-    if c.quant.bits and not 2 <= c.quant.bits <= 8:
-        raise ValueError(f"config.quant.bits must be 0 (off) or in 2..8; got {c.quant.bits}")
+    if c.quant.bits == 1:  # RANGES allows 0..8; one bit is not a supported width
+        raise ValueError(f"config.quant.bits = 1 is not valid; valid: {RANGES['quant.bits'][3]}")

@@ -65,8 +65,9 @@ class Progress:
 
 
 class MetricsLog:
-    _told = False  # the missing-tensorboardX line is said once per process
     """``workdir/metrics.jsonl``; on resume, lines past the restored epoch are dropped."""
+
+    _told = False  # the missing-tensorboardX line is said once per process
 
     def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False,
                  writer: bool = True, quiet: bool = False):

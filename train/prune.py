@@ -54,6 +54,7 @@ def prune(c, workdir: str) -> list[dict]:
     from train import configlib
     from train.configlib import load_data
     from train.eval import restore
+    from train.results import write_json
     from train.trainer import run
 
     configlib.validate(c)
@@ -99,10 +100,7 @@ def prune(c, workdir: str) -> list[dict]:
         _stage(c, final, os.path.join(final, "init"), meta, p.final_epochs, p.final_lr)
         model, meta = restore(final, "latest")
         rows.append(dict(stage="final", **_summary(model, meta, final)))
-    out = os.path.join(workdir, "prune_results.json")
-    with open(out + ".tmp", "w") as f:
-        json.dump(rows, f, indent=1)
-    os.replace(out + ".tmp", out)
+    write_json(os.path.join(workdir, "prune_results.json"), rows)
     _say("== pruning summary (test accuracy after each stage's fine-tuning)")
     _print(rows)
     return rows

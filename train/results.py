@@ -28,11 +28,15 @@ def results_table(r: dict) -> str:
     return "\n".join([line, *(f"{k.ljust(w)}  {v}" for k, v in rows), line])
 
 
-def write_results(workdir: str, r: dict):
-    path = os.path.join(workdir, "results.json")
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to a temporary file and rename it: never half-written."""
     with open(path + ".tmp", "w") as f:
-        json.dump(r, f, indent=1)
+        json.dump(obj, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def write_results(workdir: str, r: dict):
+    write_json(os.path.join(workdir, "results.json"), r)
 
 
 def plot_curves(workdir: str, records: list[dict], title: str = "") -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 from fsjax import export, models, quant, report
 from fsjax.nn import DFSConv
 from train import configlib, health
-from train.ckpt import Checkpoints, steps_text
+from train.ckpt import Checkpoints, step_dirs, steps_text
 from train.loop import Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
 from train.optim import make_optimizer, param_labels
@@ -190,7 +190,8 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                    every_s=c.log_every_s)
     end_epoch = c.num_epochs if stop_after_epochs is None else min(
         c.num_epochs, start_epoch + stop_after_epochs)
-    bar.say(_header(c, config_name, workdir, model, meta, ds, dtype, steps))
+    if not bar.quiet:  # the header traces the model for its counts: only when shown
+        bar.say(_header(c, config_name, workdir, model, meta, ds, dtype, steps))
     if start_epoch:
         bar.say(f"resumed from {ckpts.dir} at epoch {start_epoch}")
 
@@ -272,7 +273,7 @@ def _checked(ckpts, step: int, load, target=None):
     try:
         return load()
     except RuntimeError as e:
-        reason = str(e).split(". It was left untouched")[0]
+        reason = str(e)
     good = []
     for s in sorted((s for s in ckpts.all_steps() if s != step), reverse=True):
         try:
@@ -324,8 +325,7 @@ def _train_arrays(c, ds):
 
 
 def ckpt_absent(workdir: str) -> bool:
-    d = os.path.join(workdir, "checkpoints")
-    return not os.path.isdir(d) or not any(n.isdigit() for n in os.listdir(d))
+    return not step_dirs(os.path.join(workdir, "checkpoints"))
 
 
 def _has_dfs(model) -> bool:

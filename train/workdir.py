@@ -16,6 +16,8 @@ import os
 import shutil
 import time
 
+from train.results import write_json
+
 EXTENDING = ("num_epochs", "progress", "quiet", "log_every_s", "tensorboard",
              "keep_checkpoints", "keep_best", "resume_step", "eval_batch_size",
              "steps_per_call", "on_device")
@@ -93,7 +95,7 @@ class Workdir:
         """Write ``config.json`` once and a history line for every new config."""
         first = os.path.join(self.path, "config.json")
         if not os.path.exists(first):
-            _write_json(first, config)
+            write_json(first, config)
         elif not changed:
             return
         line = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S"), changed=changed, config=config)
@@ -106,13 +108,8 @@ class Workdir:
         if not self.created:
             return
         ck = os.path.join(self.path, "checkpoints")
+        # any step folder counts, an unfinished orbax temporary too: removal stays cautious
         steps = [n for n in os.listdir(ck) if n[0].isdigit()] if os.path.isdir(ck) else []
         metrics = os.path.join(self.path, "metrics.jsonl")
         if not steps and not (os.path.exists(metrics) and os.path.getsize(metrics)):
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)

@@ -64,9 +64,6 @@ class _Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if x.ndim < 3:
-            raise ValueError(f"{type(self).__name__}: expects an input (..., H, W, C) (NHWC); "
-                             f"got shape {tuple(x.shape)}")
         spec = self.spec(x.shape[-1])
         stored = self._stored(spec)
         bias = (self.param("bias", self.bias_init, (spec.out_features,), self.param_dtype)

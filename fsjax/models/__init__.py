@@ -104,8 +104,8 @@ def _check_applied(model, name: str, factory: ConvFactory) -> None:
                      f" (every layer would stay dense)")
 
 
-_CIFAR_DEPTH = {n: int(n[6:]) for n in MODELS if n.startswith("resnet") and n[6:].isdigit()
-                and n not in ("resnet18", "resnet34", "resnet50")}
+_CIFAR_RESNETS = {n for n in MODELS if n.startswith("resnet") and n[6:].isdigit()
+                  and n not in ("resnet18", "resnet34", "resnet50")}  # named by their depth
 
 
 def _fmt(v) -> str:
@@ -123,7 +123,8 @@ def _same(a, b) -> bool:
 
 
 def _defaults(name: str) -> dict:
-    """Default options of the zoo builder (and of the class it calls), e.g. depth=56."""
+    """Default options of the zoo builder (and of the class it calls), e.g. depth=56 (the CIFAR
+    ResNet builders' default depth)."""
     import inspect
 
     out = {}
@@ -134,8 +135,6 @@ def _defaults(name: str) -> dict:
         for p in inspect.signature(t).parameters.values():
             if p.default is not inspect.Parameter.empty:
                 out.setdefault(p.name, p.default)
-    if name in _CIFAR_DEPTH:
-        out["depth"] = _CIFAR_DEPTH[name]
     return out
 
 
@@ -147,7 +146,7 @@ def arch_name(name: str, model_kw: dict | None = None) -> str:
     kw = {k: v for k, v in (model_kw or {}).items()
           if v is not None and k != "in_channels" and not _same(defaults.get(k, _NO), v)}
     base = name
-    if name in _CIFAR_DEPTH and "depth" in kw:
+    if name in _CIFAR_RESNETS and "depth" in kw:
         depth = int(kw.pop("depth"))
         base = f"resnet{depth}"
         if name == "resnet164" and depth != 164:
