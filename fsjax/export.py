@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import models
-from fsjax.nn.conv import DFSConv, FSConv, _Conv
+from fsjax.nn.conv import DFSConv, FSConv, _Conv, _like
 from fsjax.nn.convert import _set
 from fsjax.spec import ConvSpec
 
@@ -62,11 +62,8 @@ def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:
             continue
         if spec.kind == "fs" and layer.spec.kind in ("fs", "dfs"):
             s = spec
-            new = FSConv(s.in_features, s.out_features, s.kernel_size, strides=s.strides,
-                         padding=s.padding, kernel_dilation=s.dilation,
-                         feature_group_count=s.feature_group_count, use_bias=s.use_bias,
-                         dtype=layer.dtype, param_dtype=layer.param_dtype, name=s.name,
-                         compression=s.compression, offsets=s.offsets, rngs=nnx.Rngs(0))
+            new = _like(FSConv, layer, None, **s.geometry(), name=s.name,
+                        compression=s.compression, offsets=s.offsets)
             _set(model, path, new)
         else:
             raise ValueError(f"layer {spec.name!r}: metadata says {spec.kind} {spec.kernel_shape}"

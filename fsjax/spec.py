@@ -1,7 +1,7 @@
 """Layer description shared by the NNX and Linen front ends.
 
-:class:`ConvSpec` validates a conv layer's options once, knows its HWIO kernel shape and stored
-size, and applies a materialised kernel through :func:`fsjax.ops.conv2d`. Both front ends (and
+:class:`ConvSpec` validates a conv layer's options once, knows its kernel shape (any rank) and
+stored size, and applies a materialised kernel through :func:`fsjax.ops.conv`. Both front ends (and
 the report, pruner and quantizer) read it, so no option handling is written twice.
 """
 
@@ -15,8 +15,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.nnx.nn import dtypes as nnx_dtypes
 
 from fsjax import ops
+
+canonicalize_dtype = nnx_dtypes.canonicalize_dtype
 
 KINDS = ("dense", "fs", "dfs", "ks", "wks")
 
@@ -38,19 +41,21 @@ def record_calls():
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-    """Static description of one conv layer (hashable; no arrays).
+    """Static description of one conv layer of any rank (hashable; no arrays).
 
     ``kind`` is one of :data:`KINDS`; ``length``/``offsets`` are set for fs/dfs, ``groups``
-    (kernel-sharing groups) and ``alpha_mode`` for ks/wks.
+    (kernel-sharing groups over all input channels) and ``alpha_mode`` for ks/wks. Geometry
+    (``kernel_size``, ``strides``, ``dilation`` = kernel dilation, ``input_dilation``) is one
+    int per spatial dim; ``padding`` is kept as given (Flax's forms).
     """
 
     kind: str
     in_features: int
     out_features: int
-    kernel_size: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...] = (1, 1)
     padding: Any = "SAME"
-    dilation: tuple[int, int] = (1, 1)
+    dilation: tuple[int, ...] = (1, 1)
     feature_group_count: int = 1
     use_bias: bool = True
     name: str = ""
@@ -59,31 +64,40 @@ class ConvSpec:
     offsets: tuple[int, ...] = ()
     groups: int = 0
     alpha_mode: str = "input"
+    input_dilation: tuple[int, ...] = ()
 
     @staticmethod
     def make(kind, in_features, out_features, kernel_size, *, strides=1, padding="SAME",
-             kernel_dilation=1, feature_group_count=1, use_bias=True, name="",
+             input_dilation=1, kernel_dilation=1, feature_group_count=1, use_bias=True, name="",
              compression=None, offsets=None, groups=None, alpha_mode="input") -> ConvSpec:
+        """Validate Flax-style arguments (``kernel_size`` an int = 1-D, as in Flax; strides and
+        dilations None, an int or one per spatial dim) and return the spec."""
         where = f"{kind} conv {name!r}" if name else f"{kind} conv"
         if kind not in KINDS:
             raise ValueError(f"{where}: unknown conv kind {kind!r}; valid: {', '.join(KINDS)}")
         for label, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{where}: {label} must be a positive int; got {v!r}")
-        fgc = int(feature_group_count)
-        if fgc <= 0 or in_features % fgc or out_features % fgc:
+        fgc = feature_group_count
+        if not isinstance(fgc, (int, np.integer)) or fgc <= 0 or in_features % fgc \
+                or out_features % fgc:
             raise ValueError(
-                f"{where}: feature_group_count {feature_group_count} must divide in_features "
-                f"{in_features} and out_features {out_features}")
-        kh, kw = ops.pair(kernel_size, f"{where}: kernel_size")
-        ops.canonical_padding(padding, (kh, kw), (1, 1))
+                f"{where}: feature_group_count {feature_group_count!r} must be a positive int "
+                f"dividing in_features {in_features} and out_features {out_features}")
+        fgc = int(fgc)
+        try:
+            ks = ops.kernel_size_tuple(kernel_size, "kernel_size")
+            rank = len(ks)
+            geo = dict(strides=ops.broadcast_dims(strides, rank, "strides"),
+                       dilation=ops.broadcast_dims(kernel_dilation, rank, "kernel_dilation"),
+                       input_dilation=ops.broadcast_dims(input_dilation, rank, "input_dilation"))
+            ops.canonical_padding(padding, rank)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         spec = dict(kind=kind, in_features=int(in_features), out_features=int(out_features),
-                    kernel_size=(kh, kw), strides=ops.pair(strides, f"{where}: strides"),
-                    padding=padding if isinstance(padding, (str, int)) else tuple(
-                        tuple(p) if not isinstance(p, int) else p for p in padding),
-                    dilation=ops.pair(kernel_dilation, f"{where}: kernel_dilation"),
-                    feature_group_count=fgc, use_bias=bool(use_bias), name=name)
-        kshape = (kh, kw, int(in_features) // fgc, int(out_features))
+                    kernel_size=ks, padding=_hashable(padding), feature_group_count=fgc,
+                    use_bias=bool(use_bias), name=name, **geo)
+        kshape = ks + (int(in_features) // fgc, int(out_features))
         if kind in ("fs", "dfs"):
             compression = 4.0 if compression is None else compression
             try:
@@ -93,14 +107,16 @@ class ConvSpec:
             if offsets is None:
                 offsets = ops.fs_offsets(kshape, length)
             offsets = tuple(int(o) for o in np.asarray(offsets).reshape(-1))
-            if len(offsets) != kshape[3] or min(offsets) < 0 or max(offsets) >= length:
-                raise ValueError(f"{where}: offsets must be {kshape[3]} ints in [0, {length})")
+            if len(offsets) != kshape[-1] or min(offsets) < 0 or max(offsets) >= length:
+                raise ValueError(f"{where}: offsets must be {kshape[-1]} ints in [0, {length})")
             spec.update(compression=float(compression), length=length, offsets=offsets)
         if kind in ("ks", "wks"):
-            if fgc != 1:
-                raise ValueError(f"{where}: kernel sharing needs feature_group_count=1; got {fgc}")
-            groups = 1 if groups is None else groups
+            groups = fgc if groups is None else groups
             ops.ks_check(int(in_features), groups, where)
+            if groups % fgc:
+                raise ValueError(f"{where}: groups {groups} must be a multiple of "
+                                 f"feature_group_count {fgc} (a sharing group cannot straddle "
+                                 f"two feature groups)")
             if alpha_mode not in ("input", "pair"):
                 raise ValueError(f"{where}: alpha_mode must be 'input' or 'pair'; got {alpha_mode!r}")
             spec.update(groups=int(groups), alpha_mode=alpha_mode,
@@ -109,31 +125,35 @@ class ConvSpec:
 
     # --- shapes and sizes -------------------------------------------------------------------
     @property
-    def kernel_shape(self) -> tuple[int, int, int, int]:
-        """Dense-equivalent HWIO kernel shape."""
-        kh, kw = self.kernel_size
-        return (kh, kw, self.in_features // self.feature_group_count, self.out_features)
+    def rank(self) -> int:
+        """Number of spatial dims (1, 2, 3, ...)."""
+        return len(self.kernel_size)
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        """Dense-equivalent kernel shape ``(*kernel_size, in // feature_groups, out)``."""
+        return self.kernel_size + (self.in_features // self.feature_group_count,
+                                   self.out_features)
 
     @property
     def stored_kernel_shape(self) -> tuple[int, ...]:
-        kh, kw, _, cout = self.kernel_shape
         if self.kind in ("fs", "dfs"):
             return (self.length,)
         if self.kind in ("ks", "wks"):
-            return (kh, kw, self.groups, cout)
+            return self.kernel_size + (self.groups // self.feature_group_count,
+                                       self.out_features)
         return self.kernel_shape
 
     def alpha_shape(self) -> tuple[int, ...] | None:
         if self.kind != "wks":
             return None
         if self.alpha_mode == "pair":
-            return (self.in_features, self.out_features)
+            return (self.in_features // self.feature_group_count, self.out_features)
         return (self.in_features,)
 
     @property
     def fan_in(self) -> int:
-        kh, kw, cin, _ = self.kernel_shape
-        return kh * kw * cin
+        return int(np.prod(self.kernel_shape[:-1]))
 
     def stored_params(self) -> int:
         """Trainable parameters this layer stores (kernel/FS, locations, alpha, bias)."""
@@ -150,46 +170,102 @@ class ConvSpec:
     def np_offsets(self) -> np.ndarray:
         return np.asarray(self.offsets, np.int32)
 
-    # --- forward ----------------------------------------------------------------------------
-    def conv_kwargs(self, precision=None) -> dict:
-        return dict(strides=self.strides, padding=self.padding, dilation=self.dilation,
-                    precision=precision)
+    def geometry(self) -> dict:
+        """Flax keyword arguments of this geometry (for building a layer like this one)."""
+        return dict(strides=self.strides, padding=self.padding,
+                    input_dilation=self.input_dilation or 1, kernel_dilation=self.dilation,
+                    feature_group_count=self.feature_group_count, use_bias=self.use_bias)
 
-    def apply(self, x, kernel, bias, alpha=None, *, dtype=None, precision=None):
-        """Run the layer: ``x (..., H, W, cin)`` -> ``(..., H', W', cout)``.
+    # --- parameters -------------------------------------------------------------------------
+    def init_stored(self, key, kernel_init, param_dtype, init_scale: float = 1.0) -> jax.Array:
+        """Initial stored kernel (FS vector, shared kernel or dense kernel).
 
-        ``kernel`` is the materialised HWIO kernel, or for ks/wks the ``(kh, kw, groups, cout)``
-        shared kernel (with ``alpha``). Everything is cast to ``dtype`` (default: promotion of
-        the input and parameter dtypes, as in Flax).
+        ``kernel_init=None``: a truncated normal with variance ``init_scale / fan_in`` per
+        materialised weight (at ``init_scale=1`` the distribution of Flax's default
+        ``lecun_normal``). A Flax initialiser is called on the dense kernel shape with
+        ``key`` and each stored entry takes the value of the first dense weight that reads it
+        (FS: :func:`fsjax.ops.fs_from_dense`; KS: the group's first channel), so i.i.d.
+        initialisers keep their per-weight distribution, constants stay constants, and at
+        ``compression=1`` / ``groups=in_features`` the materialised kernel is exactly what
+        ``kernel_init`` returns for the dense layer.
         """
-        if x.ndim < 3:
-            raise ValueError(f"conv {self.name!r}: expects an input (..., H, W, "
-                             f"{self.in_features}) (NHWC); got shape {tuple(x.shape)}")
+        if kernel_init is None:
+            return ops.fan_in_normal(key, self.stored_kernel_shape, self.fan_in, init_scale,
+                                     param_dtype)
+        dense = jnp.asarray(kernel_init(key, self.kernel_shape, param_dtype), param_dtype)
+        if dense.shape != self.kernel_shape:
+            raise ValueError(f"conv {self.name!r}: kernel_init returned shape {dense.shape}; "
+                             f"expected the dense kernel shape {self.kernel_shape}")
+        if self.kind in ("fs", "dfs"):
+            return ops.fs_from_dense(dense, self.length, self.np_offsets())
+        if self.kind in ("ks", "wks"):
+            g = self.in_features // self.groups
+            return dense[..., ::g, :]
+        return dense
+
+    # --- forward ----------------------------------------------------------------------------
+    def apply(self, x, stored, bias, *, locations=None, alpha=None, mask=None, dtype=None,
+              promote_dtype=None, precision=None, preferred_element_type=None,
+              conv_general_dilated=None, out_sharding=None):
+        """Run the layer as Flax's ``Conv.__call__`` does, with the kernel built from ``stored``.
+
+        ``x (*batch, *spatial, cin)`` -> ``(*batch, *spatial', cout)``. Flax's order is kept:
+        materialised kernel (parameter dtype) -> ``* mask`` -> ``promote_dtype((x, kernel,
+        bias), dtype=dtype)`` -> conv -> ``+ bias``. ``promote_dtype=None`` is Flax's default;
+        then (and without a mask) the cast is done on the stored array before the kernel is
+        built (exact, and rho x fewer bytes for FS) and KS uses its factored form.
+        """
+        rank = self.rank
+        if x.ndim < rank + 1:
+            raise ValueError(f"conv {self.name!r}: a {rank}-D conv expects an input (*batch, "
+                             f"{rank} spatial dims, {self.in_features}); got shape "
+                             f"{tuple(x.shape)}")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"conv {self.name!r}: expected {self.in_features} input channels; "
                              f"got input of shape {x.shape}")
-        if dtype is None:
-            dtype = jnp.result_type(x.dtype, kernel.dtype)
-        x = x.astype(dtype)
-        kernel = kernel.astype(dtype)
-        bias = None if bias is None else bias.astype(dtype)
-        kw = self.conv_kwargs(precision)
-        if self.kind in ("ks", "wks"):
-            a = None if alpha is None else alpha.astype(dtype)
-            y = ops.ks_conv(x, kernel, a, bias, **kw)
+        kw = dict(strides=self.strides, padding=self.padding,
+                  input_dilation=self.input_dilation or 1, kernel_dilation=self.dilation,
+                  precision=precision, preferred_element_type=preferred_element_type,
+                  conv_general_dilated=conv_general_dilated, out_sharding=out_sharding)
+        n = self.feature_group_count
+        if promote_dtype is None and mask is None:
+            dt = canonicalize_dtype(x, stored, bias, dtype=dtype, inexact=True)
+            x = jnp.asarray(x, dt)
+            bias = None if bias is None else jnp.asarray(bias, dt)
+            if self.kind in ("ks", "wks"):
+                a = None if alpha is None else alpha.astype(dt)
+                y = ops.ks_conv(x, stored.astype(dt), a, bias, feature_group_count=n, **kw)
+            else:
+                if self.kind == "dfs":  # interpolation (and its gradient) in the params' dtype
+                    kernel = self.materialize(stored, locations).astype(dt)
+                else:
+                    kernel = self.materialize(stored.astype(dt))
+                y = ops.conv(x, kernel, bias, feature_group_count=n, **kw)
         else:
-            y = ops.conv2d(x, kernel, bias, feature_group_count=self.feature_group_count, **kw)
+            kernel = self.materialize(stored, locations, alpha)
+            if mask is not None:
+                if tuple(mask.shape) != self.kernel_shape:
+                    raise ValueError(f"conv {self.name!r}: mask must have the kernel's shape "
+                                     f"{self.kernel_shape}; got {tuple(mask.shape)}")
+                kernel = kernel * mask
+            promote = promote_dtype or _promote
+            x, kernel, bias = promote((x, kernel, bias), dtype=dtype)
+            y = ops.conv(x, kernel, bias, feature_group_count=n, **kw)
         calls = _RECORDER.get()
         if calls is not None:
             calls.append((self, x, y))
         return y
 
-    def materialize(self, stored, locations=None) -> jax.Array:
-        """Dense HWIO kernel from the stored array (FS vector, shared kernel, or dense)."""
+    def materialize(self, stored, locations=None, alpha=None) -> jax.Array:
+        """Dense ``(*kernel_size, in // feature_groups, out)`` kernel from the stored array
+        (FS vector, shared kernel with ``alpha``, or dense)."""
         if self.kind == "fs":
             return ops.fs_kernel(stored, self.kernel_shape, self.np_offsets())
         if self.kind == "dfs":
             return ops.dfs_kernel(stored, self.kernel_shape, locations)
+        if self.kind in ("ks", "wks"):
+            return ops.ks_dense_kernel(stored, alpha, self.in_features,
+                                       self.feature_group_count)
         return stored
 
     def to_dict(self) -> dict:
@@ -200,11 +276,22 @@ class ConvSpec:
     @staticmethod
     def from_dict(d: dict) -> ConvSpec:
         d = dict(d)
-        for k in ("kernel_size", "strides", "dilation", "offsets"):
-            d[k] = tuple(d[k])
+        for k in ("kernel_size", "strides", "dilation", "offsets", "input_dilation"):
+            if k in d:
+                d[k] = tuple(d[k])
         if isinstance(d["padding"], list):
-            d["padding"] = tuple(tuple(p) if isinstance(p, list) else p for p in d["padding"])
+            d["padding"] = _hashable(d["padding"])
         return ConvSpec(**d)
+
+
+def _hashable(padding):
+    if isinstance(padding, (str, int)):
+        return padding
+    return tuple(p if isinstance(p, int) else tuple(int(q) for q in p) for p in padding)
+
+
+def _promote(args, dtype=None):
+    return nnx_dtypes.promote_dtype(args, dtype=dtype)
 
 
 def check_dtypes(dtype, param_dtype, where: str = "conv") -> None:

@@ -45,7 +45,7 @@ def test_compression_one_matches_nnx_conv(cls, geo):
 @pytest.mark.parametrize("geo", GEOMETRIES[:5])
 @pytest.mark.parametrize("weighted,mode", [(False, "input"), (True, "input"), (True, "pair")])
 def test_ks_matches_dense_kernel(geo, weighted, mode):
-    layer = fnn.KSConv(8, 6, 3, groups=4, weighted=weighted, alpha_mode=mode, rngs=nnx.Rngs(2),
+    layer = fnn.KSConv(8, 6, (3, 3), groups=4, weighted=weighted, alpha_mode=mode, rngs=nnx.Rngs(2),
                        **geo)
     if weighted:
         layer.alpha[...] = jax.random.normal(jax.random.key(3), layer.alpha.shape)
@@ -60,8 +60,8 @@ def test_ks_matches_dense_kernel(geo, weighted, mode):
     (fnn.KSConv, fl.KSConv, dict(groups=4, weighted=True, alpha_mode="pair")),
 ])
 def test_nnx_linen_equivalence(nnx_cls, linen_cls, kw):
-    a = nnx_cls(8, 5, 3, strides=2, padding="CIRCULAR", rngs=nnx.Rngs(0), **kw)
-    b = linen_cls(5, 3, strides=2, padding="CIRCULAR", **kw)
+    a = nnx_cls(8, 5, (3, 3), strides=2, padding="CIRCULAR", rngs=nnx.Rngs(0), **kw)
+    b = linen_cls(5, (3, 3), strides=2, padding="CIRCULAR", **kw)
     params = b.init(jax.random.key(1), X)["params"]
     nnx_params = {k: v[...] for k, v in nnx.state(a, nnx.Param).items()}
     assert set(params) == set(nnx_params)
@@ -71,13 +71,13 @@ def test_nnx_linen_equivalence(nnx_cls, linen_cls, kw):
 
 
 def test_init_variance_matches_dense():
-    layer = fnn.FSConv(256, 256, 3, compression=4.0, init_scale=2.0, rngs=nnx.Rngs(0))
+    layer = fnn.FSConv(256, 256, (3, 3), compression=4.0, init_scale=2.0, rngs=nnx.Rngs(0))
     k = layer.dense_kernel()
     np.testing.assert_allclose(float(k.std()), (2.0 / (9 * 256)) ** 0.5, rtol=0.05)
 
 
 def test_dfs_round_to_fs_preserves_outputs():
-    layer = fnn.DFSConv(8, 6, 3, compression=2.0, rngs=nnx.Rngs(0))
+    layer = fnn.DFSConv(8, 6, (3, 3), compression=2.0, rngs=nnx.Rngs(0))
     layer.locations[...] = layer.locations[...] + jnp.arange(6, dtype=jnp.float32)  # integral
     fs = layer.to_fs()
     assert isinstance(fs, fnn.FSConv)
@@ -118,16 +118,16 @@ def test_converter_compresses_and_projects():
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda: fnn.FSConv(8, 4, 3, compression=0, rngs=nnx.Rngs(0)), "compression"),
-    (lambda: fnn.FSConv(8, 4, 3, compression=-2, rngs=nnx.Rngs(0)), "compression"),
-    (lambda: fnn.KSConv(8, 4, 3, groups=3, rngs=nnx.Rngs(0)), "not divisible by groups 3"),
-    (lambda: fnn.KSConv(8, 4, 3, groups=2, feature_group_count=2, rngs=nnx.Rngs(0)),
+    (lambda: fnn.FSConv(8, 4, (3, 3), compression=0, rngs=nnx.Rngs(0)), "compression"),
+    (lambda: fnn.FSConv(8, 4, (3, 3), compression=-2, rngs=nnx.Rngs(0)), "compression"),
+    (lambda: fnn.KSConv(8, 4, (3, 3), groups=3, rngs=nnx.Rngs(0)), "not divisible by groups 3"),
+    (lambda: fnn.KSConv(8, 4, (3, 3), groups=2, feature_group_count=4, rngs=nnx.Rngs(0)),
      "feature_group_count"),
-    (lambda: fnn.Conv(8, 4, 3, feature_group_count=3, rngs=nnx.Rngs(0)), "feature_group_count"),
-    (lambda: fnn.Conv(8, 4, 3, padding="BOGUS", rngs=nnx.Rngs(0)), "padding"),
+    (lambda: fnn.Conv(8, 4, (3, 3), feature_group_count=3, rngs=nnx.Rngs(0)), "feature_group_count"),
+    (lambda: fnn.Conv(8, 4, (3, 3), padding="BOGUS", rngs=nnx.Rngs(0)), "padding"),
     (lambda: fnn.Conv(8, 4, (3, 0), rngs=nnx.Rngs(0)), "kernel_size"),
-    (lambda: fnn.DFSConv(8, 4, 3, location_mode="tanh", rngs=nnx.Rngs(0)), "location_mode"),
-    (lambda: fnn.FSConv(8, 4, 3, name="blk.conv", compression=0.2, rngs=nnx.Rngs(0)),
+    (lambda: fnn.DFSConv(8, 4, (3, 3), location_mode="tanh", rngs=nnx.Rngs(0)), "location_mode"),
+    (lambda: fnn.FSConv(8, 4, (3, 3), name="blk.conv", compression=0.2, rngs=nnx.Rngs(0)),
      "blk.conv"),
 ])
 def test_errors_name_the_bad_value(make, msg):
@@ -136,6 +136,6 @@ def test_errors_name_the_bad_value(make, msg):
 
 
 def test_wrong_input_channels():
-    layer = fnn.FSConv(8, 4, 3, rngs=nnx.Rngs(0))
+    layer = fnn.FSConv(8, 4, (3, 3), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="expected 8 input channels"):
         layer(jnp.zeros((1, 5, 5, 3)))

@@ -162,7 +162,7 @@ def test_bad_compression(bad):
 
 def test_bad_shapes():
     with pytest.raises(ValueError, match="kernel_shape"):
-        ops.fs_length((3, 3, 4), 2.0)
+        ops.fs_length((4, 8), 2.0)
     with pytest.raises(ValueError, match="offsets"):
         ops.fs_kernel(jnp.zeros(72), (3, 3, 4, 8), np.zeros(3, np.int32))
     with pytest.raises(ValueError, match="shorter than a filter"):

@@ -31,7 +31,7 @@ def test_dense_kernel_and_conv(alpha_shape):
     x = jnp.asarray(rng.normal(size=(2, 7, 7, 8)), jnp.float32)
     y = ops.ks_conv(x, jnp.asarray(kernel), None if alpha is None else jnp.asarray(alpha),
                     strides=(2, 2), padding="SAME")
-    np.testing.assert_allclose(y, ops.conv2d(x, dense, strides=2), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, ops.conv(x, dense, strides=2), rtol=1e-4, atol=1e-4)
 
 
 def test_grads():

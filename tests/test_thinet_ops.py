@@ -108,7 +108,7 @@ def test_contributions_sum_to_conv_output(stride, padding):
     key = jax.random.key(0)
     x = jax.random.normal(key, (3, 9, 9, 5))
     k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
-    y = ops.conv2d(x, k, strides=stride, padding=padding)
+    y = ops.conv(x, k, strides=stride, padding=padding)
     img, ys, xs, oc = ops.thinet.sample_positions(jax.random.key(2), 3, y.shape[1:3], 4, 7)
     xh = ops.contributions(x, k, img, ys, xs, oc, strides=(stride, stride), padding=padding,
                            chunk=5)

@@ -61,7 +61,7 @@ def _init_from_dense(model, workdir: str):
         if layer.spec.kind in ("fs", "dfs"):
             layer.fs[...] = fs_project(k, layer.spec.length, layer.spec.np_offsets())
         elif layer.spec.kind in ("ks", "wks"):
-            layer.kernel[...] = ks_project(k, layer.spec.groups)
+            layer.kernel[...] = ks_project(k, layer.spec.groups, layer.spec.feature_group_count)
     return model
 
 

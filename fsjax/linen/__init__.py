@@ -1,7 +1,14 @@
 """Flax Linen drop-ins: ``FSConv``, ``DFSConv``, ``KSConv`` mirroring ``flax.linen.Conv``.
 
-Fields follow ``nn.Conv`` (``features, kernel_size, strides, padding, kernel_dilation,
-feature_group_count, use_bias, dtype, param_dtype, precision``) plus each layer's options.
+Fields are ``flax.linen.Conv``'s, in its order, with its defaults and meanings (``features,
+kernel_size, strides, padding, input_dilation, kernel_dilation, feature_group_count, use_bias,
+mask, dtype, param_dtype, precision, kernel_init, bias_init, promote_dtype,
+conv_general_dilated, conv_general_dilated_cls``), then fsjax's (``init_scale``) and each
+layer's options. An int ``kernel_size`` is a 1-D kernel, as in Flax; any rank works. Given the
+same dense kernel the output is Flax's bit for bit. ``kernel_init=None`` is fsjax's
+per-weight fan-in init (Flax's ``lecun_normal`` distribution at ``init_scale=1``); a Flax
+initialiser is called on the dense kernel shape and mapped onto the stored array
+(:meth:`fsjax.spec.ConvSpec.init_stored`). :func:`compress` converts an existing Linen model.
 Parameter names match the NNX layers (``fs``, ``locations``, ``kernel``, ``alpha``, ``bias``),
 and so do the math (:mod:`fsjax.ops`) and option checks (:class:`fsjax.spec.ConvSpec`).
 DFS locations and WKSC weights live in the ``params`` collection like everything else; select
@@ -10,32 +17,41 @@ them by name (``locations``/``alpha``) for a separate optimizer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.linen import dtypes as linen_dtypes
 
 from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
 
-__all__ = ["FSConv", "DFSConv", "KSConv"]
+__all__ = ["FSConv", "DFSConv", "KSConv", "dense_kernel", "compress", "Compressed"]
 
 
 class _Conv(nn.Module):
+    # flax.linen.Conv's fields, in its order and with its defaults (kernel_init: see module doc)
     features: int
-    kernel_size: Any
-    strides: Any = 1
+    kernel_size: int | Sequence[int]
+    strides: None | int | Sequence[int] = 1
     padding: Any = "SAME"
-    kernel_dilation: Any = 1
+    input_dilation: None | int | Sequence[int] = 1
+    kernel_dilation: None | int | Sequence[int] = 1
     feature_group_count: int = 1
     use_bias: bool = True
+    mask: Any = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
-    init_scale: float = 1.0
     kernel_init: Any = None
     bias_init: Any = nn.initializers.zeros_init()
+    promote_dtype: Any = linen_dtypes.promote_dtype
+    conv_general_dilated: Any = None
+    conv_general_dilated_cls: Any = None
+    # fsjax's own
+    init_scale: float = 1.0
 
     kind = "dense"
 
@@ -46,31 +62,39 @@ class _Conv(nn.Module):
         check_dtypes(self.dtype, self.param_dtype, f"{type(self).__name__} {self.name or ''}")
         return ConvSpec.make(
             self.kind, in_features, self.features, self.kernel_size, strides=self.strides,
-            padding=self.padding, kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count, use_bias=self.use_bias,
-            name=self.name or "", **self._opts())
+            padding=self.padding, input_dilation=self.input_dilation,
+            kernel_dilation=self.kernel_dilation, feature_group_count=self.feature_group_count,
+            use_bias=self.use_bias, name=self.name or "", **self._opts())
 
-    def _stored(self, spec: ConvSpec):
-        if self.kernel_init is not None:
-            init = self.kernel_init
-        else:
-            def init(key, shape, dtype):
-                return ops.fan_in_normal(key, shape, spec.fan_in, self.init_scale, dtype)
-        name = "fs" if spec.kind in ("fs", "dfs") else "kernel"
-        return self.param(name, init, spec.stored_kernel_shape, self.param_dtype)
-
-    def _kernel(self, spec, stored, dtype):
-        return stored.astype(dtype), None
+    def _extra(self, spec: ConvSpec, stored, scope: nn.Module) -> dict:
+        return {}
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        spec = self.spec(x.shape[-1])
-        stored = self._stored(spec)
-        bias = (self.param("bias", self.bias_init, (spec.out_features,), self.param_dtype)
-                if spec.use_bias else None)
-        dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
-        kernel, alpha = self._kernel(spec, stored, dtype)
-        return spec.apply(x, kernel, bias, alpha, dtype=dtype, precision=self.precision)
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return _forward(self, self, inputs)
+
+
+def _forward(layer: _Conv, scope: nn.Module, inputs: jax.Array) -> jax.Array:
+    """``layer``'s computation, with its parameters created in ``scope`` (``layer`` itself, or
+    an ``nn.Conv`` being replaced by :func:`compress`)."""
+    spec = layer.spec(inputs.shape[-1])
+    name = "fs" if spec.kind in ("fs", "dfs") else "kernel"
+    stored = scope.param(name, lambda key, *_: spec.init_stored(
+        key, layer.kernel_init, layer.param_dtype, layer.init_scale))
+    bias = (scope.param("bias", layer.bias_init, (spec.out_features,), layer.param_dtype)
+            if spec.use_bias else None)
+    if layer.promote_dtype is linen_dtypes.promote_dtype:
+        promote = None
+    else:
+        def promote(args, dtype=None):
+            return tuple(layer.promote_dtype(*args, dtype=dtype))
+    if layer.conv_general_dilated_cls is not None:
+        conv_fn = layer.conv_general_dilated_cls()
+    else:
+        conv_fn = layer.conv_general_dilated
+    return spec.apply(inputs, stored, bias, mask=layer.mask, dtype=layer.dtype,
+                      promote_dtype=promote, precision=layer.precision,
+                      conv_general_dilated=conv_fn, **layer._extra(spec, stored, scope))
 
 
 class FSConv(_Conv):
@@ -83,9 +107,6 @@ class FSConv(_Conv):
     def _opts(self):
         return dict(compression=self.compression, offsets=self.offsets)
 
-    def _kernel(self, spec, stored, dtype):
-        return spec.materialize(stored.astype(dtype)), None
-
 
 class DFSConv(_Conv):
     """DFSNet conv (Linen): FS conv with learned locations (``'wrap'`` or ``'sigmoid'``)."""
@@ -97,18 +118,16 @@ class DFSConv(_Conv):
     def _opts(self):
         return dict(compression=self.compression)
 
-    def _kernel(self, spec, stored, dtype):
-        raw = self.param("locations", lambda _k: jnp.asarray(
+    def _extra(self, spec, stored, scope):
+        raw = scope.param("locations", lambda _k: jnp.asarray(
             ops.dfs_init_raw(spec.np_offsets(), spec.length, self.location_mode)))
-        loc = ops.dfs_locations(raw, spec.length, self.location_mode)
-        # interpolation (and the locations' gradient) in the parameters' float32, then cast
-        return spec.materialize(stored, loc).astype(dtype), None
+        return {"locations": ops.dfs_locations(raw, spec.length, self.location_mode)}
 
 
 class KSConv(_Conv):
     """Kernel-sharing conv (Linen); ``weighted=True`` for WKSC (``alpha_mode`` input|pair)."""
 
-    groups: int = 1
+    groups: int | None = None
     weighted: bool = False
     alpha_mode: str = "input"
 
@@ -119,7 +138,22 @@ class KSConv(_Conv):
     def _opts(self):
         return dict(groups=self.groups, alpha_mode=self.alpha_mode)
 
-    def _kernel(self, spec, stored, dtype):
+    def _extra(self, spec, stored, scope):
         shape = spec.alpha_shape()
-        alpha = self.param("alpha", nn.initializers.ones, shape, self.param_dtype) if shape else None
-        return stored.astype(dtype), alpha
+        alpha = scope.param("alpha", nn.initializers.ones, shape, self.param_dtype) if shape else None
+        return {"alpha": alpha}
+
+
+def dense_kernel(module: _Conv, params: dict, in_features: int) -> jax.Array:
+    """The dense ``(*kernel_size, in // feature_groups, out)`` kernel of a bound-free fsjax Linen
+    conv, from its ``params`` (``{'fs' | 'kernel', 'locations'?, 'alpha'?, 'bias'?}``)."""
+    spec = module.spec(in_features)
+    if spec.kind == "dfs":
+        loc = ops.dfs_locations(params["locations"], spec.length, module.location_mode)
+        return spec.materialize(params["fs"], loc)
+    if spec.kind in ("ks", "wks"):
+        return spec.materialize(params["kernel"], alpha=params.get("alpha"))
+    return spec.materialize(params["fs" if spec.kind == "fs" else "kernel"])
+
+
+from fsjax.linen.compress import Compressed, compress  # noqa: E402  (uses the layers above)

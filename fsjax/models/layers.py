@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fsjax.nn import BatchNorm, Conv, DFSConv, FSConv, KSConv
@@ -79,8 +80,9 @@ class ConvFactory:
                  rngs: nnx.Rngs) -> nnx.Module:
         o = self.options(name)
         kind = o["kind"]
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        if kh * kw * (cin // feature_group_count) * cout < o["min_params"]:
+        # the zoo's int kernel_size is square (2-D); fsjax layers read an int as 1-D, like Flax
+        kernel_size = (kernel_size,) * 2 if isinstance(kernel_size, int) else tuple(kernel_size)
+        if int(np.prod(kernel_size)) * (cin // feature_group_count) * cout < o["min_params"]:
             kind = "dense"
         g = o["group_size"]
         if kind in ("ks", "wks") and (feature_group_count != 1 or cin % g or cin <= g):

@@ -1,8 +1,16 @@
 """Flax NNX conv layers: dense ``Conv``, ``FSConv``, ``DFSConv`` and ``KSConv`` (KSC / WKSC).
 
-Constructors mirror ``flax.nnx.Conv`` (``in_features, out_features, kernel_size, *, strides,
-padding, kernel_dilation, feature_group_count, use_bias, dtype, param_dtype, precision, rngs``)
-plus each layer's own options. ``kernel_size`` may be an int (square) or a pair. The math is in
+Constructors take every argument of ``flax.nnx.Conv`` in its order, with its defaults and
+meanings (``in_features, out_features, kernel_size, strides=1, *, padding, input_dilation,
+kernel_dilation, feature_group_count, use_bias, mask, dtype, param_dtype, precision,
+kernel_init, bias_init, conv_general_dilated, promote_dtype, preferred_element_type, rngs,
+kernel_metadata, bias_metadata``), then each layer's own options (``init_scale``, ``name``,
+``compression`` ...). As in Flax, an int ``kernel_size`` is a 1-D kernel ``(k,)``; any rank
+works (1-D, 2-D, 3-D, ...), and so do unbatched inputs and several batch dims. Given the same
+dense kernel the output is Flax's bit for bit. ``kernel_init=None`` (the default) draws each
+stored weight from a truncated normal of variance ``init_scale / fan_in`` (Flax's
+``lecun_normal`` at ``init_scale=1``); a Flax initialiser is called on the dense kernel shape
+and mapped onto the stored array (:meth:`fsjax.spec.ConvSpec.init_stored`). The math is in
 :mod:`fsjax.ops`; option handling in :class:`fsjax.spec.ConvSpec`.
 
 Variable types: FS vectors and kernels are ``nnx.Param``; DFS locations are :class:`Location`
@@ -12,10 +20,17 @@ and WKSC weights :class:`ShareWeight` (both ``nnx.Param`` subclasses, so the usu
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn import dtypes as nnx_dtypes
+from jax import lax
 
 from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
@@ -31,56 +46,107 @@ class ShareWeight(nnx.Param):
     """WKSC per-input (or per input-output pair) channel weights."""
 
 
-def _init_kernel(spec: ConvSpec, rngs, kernel_init, init_scale, param_dtype):
-    shape = spec.stored_kernel_shape
-    if kernel_init is not None:
-        return kernel_init(rngs.params(), shape, param_dtype)
-    return ops.fan_in_normal(rngs.params(), shape, spec.fan_in, init_scale, param_dtype)
+# Flax's nnx.Conv arguments after (in_features, out_features, kernel_size), in its order; every
+# fsjax layer takes them with the same defaults and stores them under the same attribute names.
+FLAX_ARGS = ("strides", "padding", "input_dilation", "kernel_dilation", "feature_group_count",
+             "use_bias", "mask", "dtype", "param_dtype", "precision", "kernel_init", "bias_init",
+             "conv_general_dilated", "promote_dtype", "preferred_element_type")
+_DEFAULT_PROMOTE = nnx_dtypes.promote_dtype
 
 
 class _Conv(nnx.Module):
     kind = "dense"
 
-    def __init__(self, in_features, out_features, kernel_size, *, strides=1, padding="SAME",
-                 kernel_dilation=1, feature_group_count=1, use_bias=True, dtype=None,
-                 param_dtype=jnp.float32, precision=None, kernel_init=None, init_scale=1.0,
-                 bias_init=nnx.initializers.zeros_init(), name="", rngs: nnx.Rngs, **opts):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        strides: None | int | Sequence[int] = 1,
+        *,
+        padding: Any = "SAME",
+        input_dilation: None | int | Sequence[int] = 1,
+        kernel_dilation: None | int | Sequence[int] = 1,
+        feature_group_count: int = 1,
+        use_bias: bool = True,
+        mask: jax.Array | None = None,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        precision: Any = None,
+        kernel_init: Any = None,
+        bias_init: Any = nnx.initializers.zeros_init(),
+        conv_general_dilated: Any = lax.conv_general_dilated,
+        promote_dtype: Any = _DEFAULT_PROMOTE,
+        preferred_element_type: Any = None,
+        rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+        init_scale: float = 1.0,
+        name: str = "",
+        **opts,
+    ):
         self.spec = ConvSpec.make(
             self.kind, in_features, out_features, kernel_size, strides=strides, padding=padding,
-            kernel_dilation=kernel_dilation, feature_group_count=feature_group_count,
-            use_bias=use_bias, name=name, **opts)
-        check_dtypes(dtype, param_dtype, f"{type(self).__name__} {name}".strip())
+            input_dilation=input_dilation, kernel_dilation=kernel_dilation,
+            feature_group_count=feature_group_count, use_bias=use_bias, name=name, **opts)
+        where = f"{type(self).__name__} {name}".strip()
+        check_dtypes(dtype, param_dtype, where)
+        if mask is not None and tuple(mask.shape) != self.spec.kernel_shape:
+            raise ValueError(f"{where}: mask must have the dense kernel's shape "
+                             f"{self.spec.kernel_shape}; got {tuple(mask.shape)}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = self.spec.kernel_size
+        self.kernel_shape = self.spec.kernel_shape
+        self.strides = strides
+        self.padding = padding
+        self.input_dilation = input_dilation
+        self.kernel_dilation = kernel_dilation
+        self.feature_group_count = feature_group_count
+        self.use_bias = use_bias
+        self.mask = mask
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
-        self._init_params(rngs, kernel_init, init_scale)
-        self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-                     if use_bias else None)
+        self.kernel_init = kernel_init
+        self.bias_init = bias_init
+        self.conv_general_dilated = conv_general_dilated
+        self.promote_dtype = promote_dtype
+        self.preferred_element_type = preferred_element_type
+        self.init_scale = init_scale
+        stored = self.spec.init_stored(rngs.params(), kernel_init, param_dtype, init_scale)
+        self._init_params(stored, dict(kernel_metadata))
+        self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype),
+                               **bias_metadata) if use_bias else nnx.data(None))
 
-    def _init_params(self, rngs, kernel_init, init_scale):
-        self.kernel = nnx.Param(
-            _init_kernel(self.spec, rngs, kernel_init, init_scale, self.param_dtype))
+    def _init_params(self, stored, metadata):
+        self.kernel = nnx.Param(stored, **metadata)
 
-    @property
-    def in_features(self) -> int:
-        return self.spec.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.spec.out_features
-
-    def dense_kernel(self) -> jax.Array:
-        """The equivalent dense HWIO kernel (for export, tests and inference)."""
+    def _stored(self):
         return self.kernel[...]
 
-    def _forward_kernel(self, dtype):
-        return self.dense_kernel().astype(dtype), None
+    def _extra(self) -> dict:
+        """Keyword arguments of :meth:`ConvSpec.apply` beyond the stored kernel."""
+        return {}
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
-        kernel, alpha = self._forward_kernel(dtype)
+    def dense_kernel(self) -> jax.Array:
+        """The equivalent dense kernel ``(*kernel_size, in // feature_groups, out)`` (unmasked)."""
+        return self.spec.materialize(self._stored(), **self._extra())
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        promote = None if self.promote_dtype is _DEFAULT_PROMOTE else self.promote_dtype
+        conv_fn = (None if self.conv_general_dilated is lax.conv_general_dilated
+                   else self.conv_general_dilated)
         bias = None if self.bias is None else self.bias[...]
-        return self.spec.apply(x, kernel, bias, alpha, dtype=dtype, precision=self.precision)
+        return self.spec.apply(
+            inputs, self._stored(), bias, mask=self.mask, dtype=self.dtype,
+            promote_dtype=promote, precision=self.precision,
+            preferred_element_type=self.preferred_element_type, conv_general_dilated=conv_fn,
+            out_sharding=out_sharding, **self._extra())
+
+    def flax_args(self) -> dict:
+        """This layer's Flax arguments (:data:`FLAX_ARGS`) plus ``name``, as given."""
+        return {**{a: getattr(self, a) for a in FLAX_ARGS}, "name": self.spec.name}
 
 
 class Conv(_Conv):
@@ -97,17 +163,14 @@ class FSConv(_Conv):
 
     kind = "fs"
 
-    def _init_params(self, rngs, kernel_init, init_scale):
-        self.fs = nnx.Param(_init_kernel(self.spec, rngs, kernel_init, init_scale,
-                                         self.param_dtype))
+    def __init__(self, *args, compression: float = 4.0, offsets=None, **kw):
+        super().__init__(*args, compression=compression, offsets=offsets, **kw)
 
-    def dense_kernel(self):
-        return self.spec.materialize(self.fs[...])
+    def _init_params(self, stored, metadata):
+        self.fs = nnx.Param(stored, **metadata)
 
-    def _forward_kernel(self, dtype):
-        # Cast the (short) FS before gathering: the gather is exact, so this equals casting the
-        # materialised kernel while moving rho x fewer bytes.
-        return self.spec.materialize(self.fs[...].astype(dtype)), None
+    def _stored(self):
+        return self.fs[...]
 
     @classmethod
     def from_dense(cls, conv, compression=4.0, *, rngs=None, **kw) -> FSConv:
@@ -136,22 +199,20 @@ class DFSConv(_Conv):
         self.location_mode = location_mode
         super().__init__(*args, **kw)
 
-    def _init_params(self, rngs, kernel_init, init_scale):
-        self.fs = nnx.Param(_init_kernel(self.spec, rngs, kernel_init, init_scale,
-                                         self.param_dtype))
+    def _init_params(self, stored, metadata):
+        self.fs = nnx.Param(stored, **metadata)
         raw = ops.dfs_init_raw(self.spec.np_offsets(), self.spec.length, self.location_mode)
         self.locations = Location(jnp.asarray(raw, jnp.float32))
+
+    def _stored(self):
+        return self.fs[...]
+
+    def _extra(self):
+        return {"locations": self.location_values()}
 
     def location_values(self) -> jax.Array:
         """Segment starts in [0, L), shape (cout,)."""
         return ops.dfs_locations(self.locations[...], self.spec.length, self.location_mode)
-
-    def dense_kernel(self):
-        return self.spec.materialize(self.fs[...], self.location_values())
-
-    def _forward_kernel(self, dtype):
-        # interpolation (and the locations' gradient) in the parameters' float32, then cast
-        return self.spec.materialize(self.fs[...], self.location_values()).astype(dtype), None
 
     def rounded_offsets(self) -> np.ndarray:
         """Locations rounded to the nearest integer segment start, wrapped into [0, L)."""
@@ -160,13 +221,8 @@ class DFSConv(_Conv):
 
     def to_fs(self) -> FSConv:
         """Freeze: an :class:`FSConv` with rounded offsets and this layer's FS and bias."""
-        s = self.spec
-        layer = FSConv(s.in_features, s.out_features, s.kernel_size, strides=s.strides,
-                       padding=s.padding, kernel_dilation=s.dilation,
-                       feature_group_count=s.feature_group_count, use_bias=s.use_bias,
-                       dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                       name=s.name, compression=s.compression, offsets=self.rounded_offsets(),
-                       rngs=nnx.Rngs(0))
+        layer = _like(FSConv, self, None, compression=self.spec.compression,
+                      offsets=self.rounded_offsets())
         layer.fs[...] = self.fs[...]
         _copy_bias(self, layer)
         return layer
@@ -185,28 +241,40 @@ class KSConv(_Conv):
 
     kind = "ks"
 
-    def __init__(self, *args, weighted: bool = False, groups: int = 1, alpha_mode="input", **kw):
+    def __init__(self, *args, weighted: bool = False, groups: int | None = None,
+                 alpha_mode="input", **kw):
         self.kind = "wks" if weighted else "ks"
+        self.weighted = weighted
         super().__init__(*args, groups=groups, alpha_mode=alpha_mode, **kw)
 
-    def _init_params(self, rngs, kernel_init, init_scale):
-        super()._init_params(rngs, kernel_init, init_scale)
+    def _init_params(self, stored, metadata):
+        super()._init_params(stored, metadata)
         shape = self.spec.alpha_shape()
-        self.alpha = ShareWeight(jnp.ones(shape, self.param_dtype)) if shape else None
+        self.alpha = ShareWeight(jnp.ones(shape, self.param_dtype)) if shape else nnx.data(None)
 
-    def dense_kernel(self):
-        alpha = None if self.alpha is None else self.alpha[...]
-        return ops.ks_dense_kernel(self.kernel[...], alpha, self.spec.in_features)
+    def _extra(self):
+        return {"alpha": None if self.alpha is None else self.alpha[...]}
 
-    def _forward_kernel(self, dtype):
-        alpha = None if self.alpha is None else self.alpha[...]
-        return self.kernel[...].astype(dtype), alpha
+
+def _signature(cls, **options):
+    """Give ``cls.__init__`` the full signature: Flax's arguments, fsjax's, then ``options``."""
+    base = inspect.signature(_Conv.__init__)
+    params = [p for p in base.parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+               for k, v in options.items()]
+    cls.__init__.__signature__ = base.replace(parameters=params)
+
+
+_signature(FSConv, compression=4.0, offsets=None)
+_signature(DFSConv, location_mode="wrap", compression=4.0, offsets=None)
+_signature(KSConv, weighted=False, groups=None, alpha_mode="input")
 
 
 def _kernel_of(conv) -> jax.Array:
-    if isinstance(conv, _Conv):
-        return conv.dense_kernel()
-    return conv.kernel[...]
+    """Dense kernel of an fsjax or Flax conv, with its mask applied (what the layer computes
+    with)."""
+    k = conv.dense_kernel() if isinstance(conv, _Conv) else conv.kernel[...]
+    return k if getattr(conv, "mask", None) is None else k * conv.mask
 
 
 def _copy_bias(src, dst):
@@ -214,18 +282,21 @@ def _copy_bias(src, dst):
         dst.bias[...] = src.bias[...].astype(dst.param_dtype)
 
 
-def _like(cls, conv, rngs, **kw):
-    """A new ``cls`` layer with the geometry of ``conv`` (an ``nnx.Conv`` or fsjax conv)."""
+def flax_args(conv) -> dict:
+    """The Flax arguments (:data:`FLAX_ARGS`, as given) of an ``nnx.Conv`` or fsjax conv; a
+    Flax default ``kernel_init`` becomes None (fsjax's equivalent per-weight default)."""
     if isinstance(conv, _Conv):
-        s = conv.spec
-        geo = dict(strides=s.strides, padding=s.padding, kernel_dilation=s.dilation,
-                   feature_group_count=s.feature_group_count, use_bias=s.use_bias, name=s.name)
-        cin, cout, ks = s.in_features, s.out_features, s.kernel_size
-    else:
-        geo = dict(strides=1 if conv.strides is None else conv.strides, padding=conv.padding,
-                   kernel_dilation=1 if conv.kernel_dilation is None else conv.kernel_dilation,
-                   feature_group_count=conv.feature_group_count, use_bias=conv.use_bias)
-        cin, cout, ks = conv.in_features, conv.out_features, conv.kernel_size
-    geo.update(dtype=conv.dtype, param_dtype=conv.param_dtype, precision=conv.precision)
-    geo.update(kw)
-    return cls(cin, cout, ks, rngs=rngs or nnx.Rngs(0), **geo)
+        return conv.flax_args()
+    args = {a: getattr(conv, a) for a in FLAX_ARGS if hasattr(conv, a)}
+    args["kernel_init"] = None  # the conv's own init is replaced by its trained kernel
+    args.pop("bias_init", None)
+    return args
+
+
+def _like(cls, conv, rngs, **kw):
+    """A new ``cls`` layer with every Flax argument of ``conv`` (an ``nnx.Conv`` or fsjax
+    conv), overridden by ``kw``."""
+    args = flax_args(conv)
+    args.update(kw)
+    return cls(conv.in_features, conv.out_features, conv.kernel_size, rngs=rngs or nnx.Rngs(0),
+               **args)

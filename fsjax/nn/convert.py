@@ -41,44 +41,38 @@ class Converted(list):
         self.skipped: list[tuple[str, str]] = list(skipped)
 
 
-def _why_not(conv) -> str | None:
-    """Why an ``nnx.Conv`` cannot become an fsjax layer without changing what it computes, or
-    None when it can."""
+def _extra_metadata(param) -> dict:
+    """Metadata of a Param beyond what every ``nnx.Param`` carries (e.g. sharding names)."""
+    if param is None:
+        return {}
+    base = nnx.Param(np.zeros(1)).get_metadata()
+    return {k: v for k, v in param.get_metadata().items() if k not in base or base[k] != v}
+
+
+def _why_not(conv, kind: str) -> str | None:
+    """Why ``conv`` cannot become a ``kind`` layer computing what it computes, or None."""
     if isinstance(conv, _Conv):
         return None
-    ks = conv.kernel_size
-    if isinstance(ks, int) or len(tuple(ks)) != 2:
-        return (f"kernel_size {ks!r} is not 2-D (an int is a 1-D kernel in Flax); fsjax layers "
-                f"are 2-D")
-    if conv.mask is not None:
-        return "it has a kernel mask, which fsjax layers do not apply"
-    dil = conv.input_dilation
-    if dil is not None and any(d != 1 for d in np.atleast_1d(dil)):
-        return f"input_dilation={dil!r} (transposed-conv style) is not supported by fsjax layers"
-    if getattr(conv, "preferred_element_type", None) is not None:
-        return "preferred_element_type is set, which fsjax layers do not take"
-    defaults = nnx.Conv(1, 1, (1, 1), rngs=nnx.Rngs(0))
-    for attr in ("conv_general_dilated", "promote_dtype"):
-        if getattr(conv, attr, None) is not getattr(defaults, attr, None):
-            return f"a custom {attr} function is set"
+    if type(conv).__call__ is not nnx.Conv.__call__:
+        return (f"{type(conv).__name__} overrides nnx.Conv.__call__; fsjax cannot know what it "
+                f"computes")
+    if kind in ("fs", "dfs") and _extra_metadata(conv.kernel):
+        return (f"its kernel carries metadata {sorted(_extra_metadata(conv.kernel))}, which has "
+                f"no meaning for a 1-D filter summary")
     from fsjax.spec import ConvSpec
 
     try:
-        ConvSpec.make("dense", conv.in_features, conv.out_features, tuple(ks),
-                      strides=1 if conv.strides is None else conv.strides,
-                      padding=conv.padding,
-                      kernel_dilation=1 if conv.kernel_dilation is None else conv.kernel_dilation,
+        ConvSpec.make("dense", conv.in_features, conv.out_features, conv.kernel_size,
+                      strides=conv.strides, padding=conv.padding,
+                      input_dilation=conv.input_dilation, kernel_dilation=conv.kernel_dilation,
                       feature_group_count=conv.feature_group_count, use_bias=conv.use_bias)
     except (ValueError, TypeError) as e:
-        return f"its geometry is not supported by fsjax layers ({e})"
+        return f"its arguments are not valid for a conv ({e})"
     return None
 
 
 def _geometry(conv):
-    if isinstance(conv, _Conv):
-        return conv.spec.kernel_shape
-    kh, kw = conv.kernel_size
-    return (kh, kw, conv.in_features // conv.feature_group_count, conv.out_features)
+    return tuple(_kernel_of(conv).shape)
 
 
 def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, group_size: int = 4,
@@ -86,8 +80,15 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
             min_params: int = 1024, from_dense: bool = True, seed: int = 0,
             **layer_kw) -> Converted:
     """Replace dense convs of ``model`` in place; returns the converted layer paths, with
-    ``.skipped``: ``(path, reason)`` for each conv left as it is (never raises on a layer it
-    cannot represent: 1-D/3-D kernels, masks, input dilation, unsupported padding, ...).
+    ``.skipped``: ``(path, reason)`` for each conv left as it is. It never raises on a layer it
+    cannot represent (a subclass overriding ``__call__``, sharding metadata on a kernel that
+    would become a 1-D summary, channels not divisible into sharing groups, ...).
+
+    Every Flax argument of a replaced conv is carried over (any rank, strides, every padding
+    mode, input/kernel dilation, feature groups, mask, dtypes, precision, conv function,
+    ``promote_dtype``, ``preferred_element_type``, bias metadata); at ``compression=1`` with
+    ``from_dense`` (FS/DFS), or ``group_size=1`` (KS/WKS), the converted model computes
+    exactly what the original computed.
 
     Args:
       kind: 'fs', 'dfs', 'ks' or 'wks'.
@@ -114,31 +115,33 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
     done = Converted()
     for path, conv in dense_convs(model):
         name = ".".join(str(p) for p in path)
-        why = _why_not(conv)
+        why = _why_not(conv, kind)
         if why is None and not pick(path, conv):
             why = ("not selected by the predicate" if predicate else
                    f"grouped (feature_group_count={conv.feature_group_count})"
                    if conv.feature_group_count != 1 else
                    f"fewer than min_params={min_params} weights")
-        if why is None and kind in ("ks", "wks") and conv.feature_group_count > 1:
-            why = "kernel sharing needs an ungrouped conv (feature_group_count=1)"
-        if why is None and kind in ("ks", "wks") and conv.in_features % group_size:
-            why = f"in_features {conv.in_features} is not a multiple of group_size {group_size}"
+        fgc = conv.feature_group_count
+        if why is None and kind in ("ks", "wks") and (conv.in_features // fgc) % group_size:
+            why = (f"its {conv.in_features // fgc} input channels per feature group are not a "
+                   f"multiple of group_size {group_size}")
         if why is not None:
             done.skipped.append((name, why))
             continue
+        meta = {"bias_metadata": _extra_metadata(getattr(conv, "bias", None))}
         if kind in ("fs", "dfs"):
             cls = FSConv if kind == "fs" else DFSConv
-            layer = _like(cls, conv, rngs, compression=compression, name=name, **layer_kw)
+            layer = _like(cls, conv, rngs, compression=compression, name=name, **meta,
+                          **layer_kw)
             if from_dense:
                 fs = ops.fs_project(_kernel_of(conv), layer.spec.length, layer.spec.np_offsets())
                 layer.fs[...] = fs.astype(layer.param_dtype)
         else:
             groups = conv.in_features // group_size
             layer = _like(KSConv, conv, rngs, weighted=kind == "wks", groups=groups, name=name,
-                          **layer_kw)
+                          kernel_metadata=_extra_metadata(conv.kernel), **meta, **layer_kw)
             if from_dense:
-                shared = ops.ks_project(_kernel_of(conv), groups)
+                shared = ops.ks_project(_kernel_of(conv), groups, fgc)
                 layer.kernel[...] = shared.astype(layer.param_dtype)
         if from_dense:
             _copy_bias(conv, layer)
@@ -154,12 +157,7 @@ def materialize(model: nnx.Module) -> list[str]:
     done = []
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, (FSConv, DFSConv)) and path:
-            s = node.spec
-            dense = Conv(s.in_features, s.out_features, s.kernel_size, strides=s.strides,
-                         padding=s.padding, kernel_dilation=s.dilation,
-                         feature_group_count=s.feature_group_count, use_bias=s.use_bias,
-                         dtype=node.dtype, param_dtype=node.param_dtype,
-                         precision=node.precision, name=s.name, rngs=nnx.Rngs(0))
+            dense = _like(Conv, node, None)
             dense.kernel[...] = node.dense_kernel()
             _copy_bias(node, dense)
             _set(model, tuple(path), dense)

@@ -1,15 +1,24 @@
 """Pure jax.numpy functions: the single source of fsjax's math (shapes in the docstrings)."""
 
 from fsjax.ops import thinet  # noqa: F401  (module: sample_positions, gram)
-from fsjax.ops.conv import canonical_padding, conv2d, conv_output_hw, pair
+from fsjax.ops.conv import (
+    broadcast_dims,
+    canonical_padding,
+    conv,
+    conv_output_shape,
+    kernel_size_tuple,
+)
 from fsjax.ops.fs import (
     check_kernel_shape,
     dfs_init_raw,
     dfs_kernel,
     dfs_locations,
+    filter_size,
+    fs_from_dense,
     fs_index,
     fs_kernel,
     fs_length,
+    fs_official_index,
     fs_offsets,
     fs_project,
     fs_taps,
@@ -57,10 +66,13 @@ __all__ = [
     "uniform_dequantize",
     "uniform_quantize",
     "unpack_bits",
+    "broadcast_dims",
     "canonical_padding",
     "check_kernel_shape",
-    "conv2d",
-    "conv_output_hw",
+    "conv",
+    "conv_output_shape",
+    "kernel_size_tuple",
+    "filter_size",
     "dfs_init_raw",
     "dfs_kernel",
     "dfs_locations",
@@ -70,11 +82,12 @@ __all__ = [
     "fs_length",
     "fs_offsets",
     "fs_project",
+    "fs_from_dense",
+    "fs_official_index",
     "fs_taps",
     "ks_check",
     "ks_conv",
     "ks_dense_kernel",
     "ks_project",
     "ks_reduce",
-    "pair",
 ]

@@ -1,8 +1,11 @@
-"""2-D convolution (NHWC images, HWIO kernels) with Flax's padding conventions.
+"""N-D convolution (channels-last inputs, ``(*spatial, in, out)`` kernels), exactly as Flax does it.
 
-Every conv module in fsjax (dense, FS, DFS, KS) applies its kernel through :func:`conv2d`, so
-padding modes, strides, dilation and feature groups behave exactly as in ``flax.nnx.Conv`` /
-``flax.linen.Conv``.
+Every conv module in fsjax (dense, FS, DFS, KS) applies its kernel through :func:`conv`, which
+follows ``flax.nnx.Conv.__call__`` / ``flax.linen.Conv.__call__`` step by step: the rank comes
+from the kernel (1-D ``NWC``/``WIO``, 2-D ``NHWC``/``HWIO``, 3-D ``NDHWC``/``DHWIO``, ...);
+batch dims are flattened (an unbatched input is accepted); 'CIRCULAR' and 'REFLECT' pad the
+input, 'CAUSAL' left-pads a 1-D input; strides, input and kernel dilation may be None (= 1).
+Given the same kernel, fsjax layers therefore compute bit for bit what Flax's layers compute.
 """
 
 from __future__ import annotations
@@ -15,114 +18,165 @@ from jax import lax
 
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
-__all__ = ["conv2d", "pair", "canonical_padding", "conv_output_hw"]
+LAX_PADDINGS = ("SAME", "VALID", "SAME_LOWER")  # lax accepts these in any letter case
+PAD_MODES = ("CIRCULAR", "REFLECT", "CAUSAL")  # Flax's own modes (upper case, as Flax compares)
+
+__all__ = ["conv", "kernel_size_tuple", "broadcast_dims", "canonical_padding", "conv_output_shape",
+           "LAX_PADDINGS", "PAD_MODES"]
 
 
-def pair(value, name: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(2, 1) -> (2, 1)``; anything else is a ValueError naming ``name``."""
-    if isinstance(value, int):
-        value = (value, value)
+def kernel_size_tuple(kernel_size, where: str = "kernel_size") -> tuple[int, ...]:
+    """Flax's reading: an int ``k`` is the 1-D kernel ``(k,)``; a sequence is taken as it is."""
+    ks = (kernel_size,) if isinstance(kernel_size, int) else kernel_size
     try:
-        a, b = (int(v) for v in value)
+        ks = tuple(int(k) for k in ks)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}") from e
-    if a <= 0 or b <= 0:
-        raise ValueError(f"{name} must be positive; got {value!r}")
-    return a, b
+        raise ValueError(f"{where} must be an int (a 1-D kernel, as in Flax) or a sequence of "
+                         f"ints; got {kernel_size!r}") from e
+    if not ks or min(ks) <= 0:
+        raise ValueError(f"{where} must be one or more positive ints; got {kernel_size!r}")
+    return ks
 
 
-def canonical_padding(padding: PaddingLike, kernel_size, dilation) -> str | list[tuple[int, int]]:
-    """Flax padding -> what ``lax.conv_general_dilated`` takes ('SAME'/'VALID' or pairs).
+def broadcast_dims(value, rank: int, name: str) -> tuple[int, ...]:
+    """Flax's ``maybe_broadcast``: None -> 1, an int -> one per spatial dim, a sequence as is
+    (it must have ``rank`` positive ints)."""
+    if value is None:
+        value = 1
+    if isinstance(value, int):
+        value = (value,) * rank
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be None, an int or {rank} ints; got {value!r}") from e
+    if len(out) != rank or min(out) <= 0:
+        raise ValueError(f"{name} must be None, a positive int or {rank} positive ints (one per "
+                         f"spatial dim); got {value!r}")
+    return out
 
-    'CIRCULAR' returns the string and is handled by :func:`conv2d` (wrap-pad, then VALID).
-    """
+
+def canonical_padding(padding: PaddingLike, rank: int) -> str | list[tuple[int, int]]:
+    """Flax padding -> a string or ``rank`` ``(low, high)`` pairs; ValueError for what neither
+    Flax nor ``lax.conv_general_dilated`` runs."""
     if isinstance(padding, str):
-        p = padding.upper()
-        if p in ("SAME", "VALID", "SAME_LOWER", "CIRCULAR"):
-            return p
-        raise ValueError(
-            f"padding must be 'SAME', 'VALID', 'SAME_LOWER', 'CIRCULAR', an int or pairs; "
-            f"got {padding!r} ('CAUSAL' is 1-D only)"
-        )
+        if padding in PAD_MODES or padding.upper() in LAX_PADDINGS:
+            if padding == "CAUSAL" and rank != 1:
+                raise ValueError(f"padding='CAUSAL' is for 1-D convolutions only; this kernel "
+                                 f"has {rank} spatial dims")
+            return padding
+        raise ValueError(f"padding {padding!r} is not valid; valid: 'SAME', 'VALID', "
+                         f"'SAME_LOWER', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), an int, or "
+                         f"{rank} ints / (low, high) pairs")
     if isinstance(padding, int):
-        return [(padding, padding)] * 2
-    pads = list(padding)
-    if len(pads) != 2:
-        raise ValueError(f"padding needs one entry per spatial dim (2); got {padding!r}")
-    return [(int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in pads]
+        return [(padding, padding)] * rank
+    try:
+        pads = [(int(p), int(p)) if isinstance(p, int) else tuple(int(q) for q in p)
+                for p in padding]
+    except (TypeError, ValueError):
+        pads = []
+    if len(pads) != rank or any(len(p) != 2 for p in pads):
+        raise ValueError(f"padding {padding!r} is not valid; valid: a string, an int, or {rank} "
+                         f"ints / (low, high) pairs (one per spatial dim)")
+    return pads  # type: ignore[return-value]
 
 
-def _circular_pads(kernel_size, dilation):
-    pads = []
-    for k, d in zip(kernel_size, dilation, strict=True):
-        size = (k - 1) * d + 1
-        pads.append(((size - 1) // 2, size // 2))
-    return pads
+def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+    lhs = (0, ndim - 1) + tuple(range(1, ndim - 1))
+    rhs = (ndim - 1, ndim - 2) + tuple(range(0, ndim - 2))
+    return lax.ConvDimensionNumbers(lhs, rhs, lhs)
 
 
-def conv2d(
+def conv(
     x: jax.Array,
     kernel: jax.Array,
     bias: jax.Array | None = None,
     *,
     strides=1,
     padding: PaddingLike = "SAME",
-    dilation=1,
+    input_dilation=1,
+    kernel_dilation=1,
     feature_group_count: int = 1,
     precision=None,
     preferred_element_type=None,
+    conv_general_dilated=None,
+    out_sharding=None,
 ) -> jax.Array:
-    """Convolve NHWC ``x`` with an HWIO ``kernel``.
+    """Convolve channels-last ``x`` with a ``(*kernel_size, cin // groups, cout)`` kernel.
 
     Args:
-      x: ``(..., H, W, cin)``; leading batch dims are flattened and restored; an unbatched
-        ``(H, W, cin)`` input is accepted as in Flax.
-      kernel: ``(kh, kw, cin // feature_group_count, cout)``.
-      bias: ``(cout,)`` or None.
+      x: ``(*batch, *spatial, cin)``; any number of batch dims (0 = unbatched), as in Flax.
+      kernel: ``(*kernel_size, cin // feature_group_count, cout)``; its rank n = ndim - 2
+        is the number of spatial dims.
+      bias: ``(cout,)`` or None; added after the conv (``y + bias``, as Flax does).
+      strides, input_dilation, kernel_dilation: None, an int, or n ints.
+      padding: see :func:`canonical_padding`.
+      conv_general_dilated: the conv function (default ``lax.conv_general_dilated``).
+      out_sharding: passed to the conv function when given (Flax NNX's ``out_sharding``).
     Returns:
-      ``(..., H', W', cout)``.
+      ``(*batch, *spatial', cout)``.
     """
-    strides = pair(strides, "strides")
-    dilation = pair(dilation, "kernel_dilation")
-    kh, kw, kin, _ = kernel.shape
+    rank = kernel.ndim - 2
+    if rank < 1:
+        raise ValueError(f"kernel must be (*kernel_size, in, out); got shape {kernel.shape}")
+    kernel_size = kernel.shape[:rank]
+    if x.ndim < rank + 1:
+        raise ValueError(f"a {rank}-D conv needs an input (*batch, {rank} spatial dims, "
+                         f"channels); got shape {tuple(x.shape)}")
     cin = x.shape[-1]
-    if cin != kin * feature_group_count:
+    if cin != kernel.shape[-2] * feature_group_count:
         raise ValueError(
-            f"input has {cin} channels but the kernel expects {kin} x feature_group_count "
-            f"{feature_group_count} = {kin * feature_group_count}"
-        )
-    batch_shape = x.shape[:-3]
-    xb = x.reshape((-1,) + x.shape[-3:])
-    pad = canonical_padding(padding, (kh, kw), dilation)
-    if pad == "CIRCULAR":
-        pads = _circular_pads((kh, kw), dilation)
-        xb = jnp.pad(xb, [(0, 0), *pads, (0, 0)], mode="wrap")
+            f"input has {cin} channels but the kernel expects {kernel.shape[-2]} x "
+            f"feature_group_count {feature_group_count} = {kernel.shape[-2] * feature_group_count}")
+    strides = broadcast_dims(strides, rank, "strides")
+    input_dilation = broadcast_dims(input_dilation, rank, "input_dilation")
+    kernel_dilation = broadcast_dims(kernel_dilation, rank, "kernel_dilation")
+    n_batch = x.ndim - (rank + 1)
+    batch_shape = x.shape[:n_batch]
+    if n_batch != 1:
+        x = jnp.reshape(x, (-1,) + x.shape[n_batch:])
+    pad = canonical_padding(padding, rank)
+    if pad in ("CIRCULAR", "REFLECT"):
+        sizes = [(k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation, strict=True)]
+        pads = [(0, 0)] + [((s - 1) // 2, s // 2) for s in sizes] + [(0, 0)]
+        x = jnp.pad(x, pads, mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[pad])
         pad = "VALID"
-    y = lax.conv_general_dilated(
-        xb,
-        kernel,
-        window_strides=strides,
-        padding=pad,
-        rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=feature_group_count,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    elif pad == "CAUSAL":
+        x = jnp.pad(x, [(0, 0), (kernel_dilation[0] * (kernel_size[0] - 1), 0), (0, 0)])
+        pad = "VALID"
+    kw = {}
+    if out_sharding is not None:
+        kw["out_sharding"] = out_sharding
+    if preferred_element_type is not None:
+        kw["preferred_element_type"] = preferred_element_type
+    fn = conv_general_dilated or lax.conv_general_dilated
+    y = fn(x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
+           dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,
+           precision=precision, **kw)
     if bias is not None:
-        y = y + bias.astype(y.dtype)
-    return y.reshape(batch_shape + y.shape[1:])
+        y = y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
+    if n_batch != 1:
+        y = jnp.reshape(y, batch_shape + y.shape[1:])
+    return y
 
 
-def conv_output_hw(hw, kernel_size, strides, padding, dilation) -> tuple[int, int]:
-    """Spatial output size of :func:`conv2d` for an ``(H, W)`` input (used by the report)."""
+def conv_output_shape(spatial, kernel_size, strides=1, padding: PaddingLike = "SAME",
+                      kernel_dilation=1, input_dilation=1) -> tuple[int, ...]:
+    """Spatial output size of :func:`conv` for an input of spatial size ``spatial`` (ints)."""
+    rank = len(kernel_size)
+    strides = broadcast_dims(strides, rank, "strides")
+    kd = broadcast_dims(kernel_dilation, rank, "kernel_dilation")
+    ld = broadcast_dims(input_dilation, rank, "input_dilation")
+    pad = canonical_padding(padding, rank)
     out = []
-    pad = canonical_padding(padding, kernel_size, dilation)
-    for i, (n, k, s, d) in enumerate(zip(hw, kernel_size, strides, dilation, strict=True)):
+    for i, (n, k, s, d, e) in enumerate(zip(spatial, kernel_size, strides, kd, ld, strict=True)):
+        n = (n - 1) * e + 1 if n > 0 else 0
         size = (k - 1) * d + 1
-        if pad in ("SAME", "SAME_LOWER", "CIRCULAR"):
+        if isinstance(pad, str) and pad.upper() in ("SAME", "SAME_LOWER"):
             out.append(-(-n // s))
-        elif pad == "VALID":
+        elif isinstance(pad, str) and pad in ("CIRCULAR", "REFLECT", "CAUSAL"):
+            extra = size - 1
+            out.append(max(0, (n + extra - size) // s + 1))
+        elif isinstance(pad, str):  # VALID
             out.append(max(0, (n - size) // s + 1))
         else:
             lo, hi = pad[i]

@@ -1,11 +1,13 @@
-"""Filter Summary (FSNet) and Differentiable Filter Summary (DFSNet) math.
+"""Filter Summary (FSNet) and Differentiable Filter Summary (DFSNet) math, for any rank.
 
-Kernels are HWIO: ``kernel_shape = (kh, kw, cin, cout)`` and a filter holds ``K = kh*kw*cin``
-weights. A layer stores one 1-D Filter Summary ``fs`` of length ``L``; filter ``i`` is the
-circularly wrapped segment ``fs[(start_i + t) mod L]``, ``t in [0, K)``, read in
-(cin, kh, kw) order (input channel slowest)::
+Kernels are ``(*kernel_size, cin, cout)`` (HWIO in 2-D; WIO in 1-D, DHWIO in 3-D) and a filter
+holds ``K = prod(kernel_size)*cin`` weights. A layer stores one 1-D Filter Summary ``fs`` of
+length ``L``; filter ``i`` is the circularly wrapped segment ``fs[(start_i + t) mod L]``,
+``t in [0, K)``, read with the input channel slowest, then the spatial dims in order. In 2-D::
 
     kernel[ky, kx, c, i] = fs[(start_i + c*kh*kw + ky*kw + kx) mod L]
+
+and in general ``t = c*prod(kernel_size) + ravel_multi_index(spatial position, kernel_size)``.
 
 Index tables are small static numpy arrays (the ``K`` tap positions in HWIO order and the
 ``cout`` starts), cached per layer shape; the full ``(kh, kw, cin, cout)`` index is formed
@@ -23,45 +25,56 @@ import numpy as np
 
 __all__ = [
     "check_kernel_shape",
+    "filter_size",
     "fs_length",
     "fs_offsets",
     "fs_taps",
     "fs_index",
     "fs_kernel",
     "fs_project",
+    "fs_from_dense",
+    "fs_official_index",
     "dfs_kernel",
     "dfs_locations",
     "dfs_init_raw",
 ]
 
 
-def check_kernel_shape(kernel_shape, where: str = "kernel_shape") -> tuple[int, int, int, int]:
-    """Validate an HWIO shape ``(kh, kw, cin, cout)`` of positive ints and return it as a tuple."""
+def check_kernel_shape(kernel_shape, where: str = "kernel_shape") -> tuple[int, ...]:
+    """Validate ``(*kernel_size, cin, cout)`` (at least one spatial dim) of positive ints and
+    return it as a tuple."""
     try:
         shape = tuple(int(s) for s in kernel_shape)
     except TypeError as e:
-        raise ValueError(f"{where} must be (kh, kw, cin, cout); got {kernel_shape!r}") from e
-    if len(shape) != 4 or min(shape) <= 0:
-        raise ValueError(f"{where} must be 4 positive ints (kh, kw, cin, cout); got {shape}")
-    return shape  # type: ignore[return-value]
+        raise ValueError(f"{where} must be (*kernel_size, cin, cout); got {kernel_shape!r}") from e
+    if len(shape) < 3 or min(shape) <= 0:
+        raise ValueError(f"{where} must be 3 or more positive ints (*kernel_size, cin, cout); "
+                         f"got {shape}")
+    return shape
+
+
+def filter_size(kernel_shape) -> int:
+    """``K = prod(kernel_size) * cin``: the weights of one filter."""
+    shape = check_kernel_shape(kernel_shape)
+    return int(np.prod(shape[:-1]))
 
 
 def fs_length(kernel_shape, compression: float) -> int:
-    """FS length ``L = max(K, floor(K*cout/compression))``, ``K = kh*kw*cin``.
+    """FS length ``L = max(K, floor(K*cout/compression))``, ``K = prod(kernel_size)*cin``.
 
     Floor as in the official FSNet code, so published parameter counts are reproduced.
     ``compression`` must be >= 1 (a smaller value would store more weights than the dense
     kernel).
     """
-    kh, kw, cin, cout = check_kernel_shape(kernel_shape)
+    shape = check_kernel_shape(kernel_shape)
     if not isinstance(compression, (int, float)) or not math.isfinite(compression):
         raise ValueError(f"compression must be a finite number >= 1; got {compression!r}")
     if compression < 1:
         raise ValueError(
             f"compression must be >= 1 (dense weights / stored weights); got {compression}"
         )
-    k = kh * kw * cin
-    return max(k, int(math.floor(k * cout / compression)))
+    k = filter_size(shape)
+    return max(k, int(math.floor(k * shape[-1] / compression)))
 
 
 def fs_offsets(kernel_shape, length: int) -> np.ndarray:
@@ -69,21 +82,28 @@ def fs_offsets(kernel_shape, length: int) -> np.ndarray:
 
     Returns: int32 numpy array of shape ``(cout,)``, non-decreasing, in ``[0, L)``.
     """
-    kh, kw, cin, cout = check_kernel_shape(kernel_shape)
-    length = int(length)
-    if length < kh * kw * cin:
-        raise ValueError(f"FS length must be >= K = {kh * kw * cin}; got {length}")
+    shape = check_kernel_shape(kernel_shape)
+    cout, length = shape[-1], int(length)
+    if length < filter_size(shape):
+        raise ValueError(f"FS length must be >= K = {filter_size(shape)}; got {length}")
     return ((np.arange(cout, dtype=np.int64) * length) // cout).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=512)
-def fs_taps(kh: int, kw: int, cin: int) -> np.ndarray:
-    """Position ``t`` of each kernel tap inside a filter segment, shape ``(kh, kw, cin)``.
+def fs_taps(*dims: int) -> np.ndarray:
+    """Position ``t`` of each kernel tap inside a filter segment, shape ``(*kernel_size, cin)``.
 
-    ``t[ky, kx, c] = c*kh*kw + ky*kw + kx`` (input channel slowest). Cached; read-only.
+    ``fs_taps(*kernel_size, cin)``; ``t[s..., c] = c*prod(kernel_size) + ravel(s)`` (input channel
+    slowest, then the spatial dims in order; 2-D: ``c*kh*kw + ky*kw + kx``). Cached; read-only.
     """
-    ky, kx, c = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(cin), indexing="ij")
-    taps = (c * kh * kw + ky * kw + kx).astype(np.int32)
+    return _taps(tuple(int(d) for d in dims))
+
+
+@functools.lru_cache(maxsize=512)
+def _taps(dims: tuple[int, ...]) -> np.ndarray:
+    *ks, cin = dims
+    spatial = int(np.prod(ks))
+    taps = (np.arange(cin, dtype=np.int64) * spatial
+            + np.arange(spatial, dtype=np.int64).reshape(*ks, 1)).astype(np.int32)
     taps.setflags(write=False)
     return taps
 
@@ -97,38 +117,72 @@ def _as_offsets(offsets, cout: int):
 
 
 def fs_index(kernel_shape, length: int, offsets) -> jax.Array | np.ndarray:
-    """Index of every kernel weight in the FS: shape ``(kh, kw, cin, cout)``, values in [0, L).
+    """Index of every kernel weight in the FS: shape ``(*kernel_size, cin, cout)``, in [0, L).
 
     With numpy ``offsets`` the result is a numpy array (trace-time constant); with traced
     offsets it is computed in-graph.
     """
-    kh, kw, cin, cout = check_kernel_shape(kernel_shape)
-    offsets = _as_offsets(offsets, cout)
+    shape = check_kernel_shape(kernel_shape)
+    offsets = _as_offsets(offsets, shape[-1])
     xp = np if isinstance(offsets, np.ndarray) else jnp
-    taps = fs_taps(kh, kw, cin)
+    taps = fs_taps(*shape[:-1])
     return (xp.asarray(taps)[..., None] + offsets) % int(length)
 
 
+def fs_official_index(kernel_shape, length: int) -> np.ndarray:
+    """Index table of the official FSNet PyTorch code's layout (``Conv2d_dws``).
+
+    There ``step = L / (cout - 1)`` (float64), filter ``i`` starts at ``float32(i * step)``,
+    each tap's index ``float32(t) + start`` is a float32 sum truncated to an integer, and the
+    filters are read from the summary concatenated with itself, so the last filter starts
+    where the first does (index ``L`` is entry 0). Transcribed from that code's published
+    formula, in NumPy float32 (IEEE round-to-nearest, as PyTorch's CPU and CUDA adds).
+
+    Args:
+      kernel_shape: ``(*kernel_size, cin, cout)``; length: ``L``.
+    Returns:
+      int32 ``(*kernel_size, cin, cout)`` in ``[0, L)``. Cached; read-only.
+    """
+    return _official(check_kernel_shape(kernel_shape), int(length))
+
+
+@functools.lru_cache(maxsize=64)
+def _official(shape: tuple[int, ...], length: int) -> np.ndarray:
+    cout, k = shape[-1], filter_size(shape)
+    if cout < 2:
+        raise ValueError("the official FSNet layout needs cout >= 2 (its step is L/(cout-1))")
+    step = length / (cout - 1)
+    starts = np.asarray([i * step for i in range(cout)], np.float64).astype(np.float32)
+    flat = (np.arange(k, dtype=np.float32)[:, None] + starts[None, :]).astype(np.int64)
+    if flat.max() >= 2 * length:
+        raise ValueError(f"the official FSNet layout reads past its doubled summary: L = "
+                         f"{length} is too short for filters of K = {k} (needs L >= K - 1)")
+    taps = fs_taps(*shape[:-1]).reshape(-1)  # position t of each (spatial..., c) tap
+    idx = (flat[taps] % length).astype(np.int32).reshape(shape)
+    idx.setflags(write=False)
+    return idx
+
+
 def fs_kernel(fs: jax.Array, kernel_shape, offsets) -> jax.Array:
-    """Materialise the dense HWIO kernel from a Filter Summary.
+    """Materialise the dense kernel from a Filter Summary.
 
     Args:
       fs: ``(L,)`` filter summary.
-      kernel_shape: ``(kh, kw, cin, cout)``.
+      kernel_shape: ``(*kernel_size, cin, cout)``.
       offsets: ``(cout,)`` integer segment starts (see :func:`fs_offsets`).
     Returns:
-      ``(kh, kw, cin, cout)`` kernel with ``kernel[ky,kx,c,i] = fs[(off_i + c*kh*kw + ky*kw + kx)
-      mod L]``.
+      ``(*kernel_size, cin, cout)`` kernel; in 2-D ``kernel[ky,kx,c,i] = fs[(off_i + c*kh*kw +
+      ky*kw + kx) mod L]``.
     """
-    kh, kw, cin, cout = check_kernel_shape(kernel_shape)
+    shape = check_kernel_shape(kernel_shape)
     fs = jnp.asarray(fs)
     if fs.ndim != 1:
         raise ValueError(f"fs must be 1-D (L,); got shape {fs.shape}")
     length = fs.shape[0]
-    if length < kh * kw * cin:
-        raise ValueError(f"fs length {length} is shorter than a filter (K = {kh * kw * cin})")
-    offsets = _as_offsets(offsets, cout)
-    taps = jnp.asarray(fs_taps(kh, kw, cin))
+    if length < filter_size(shape):
+        raise ValueError(f"fs length {length} is shorter than a filter (K = {filter_size(shape)})")
+    offsets = _as_offsets(offsets, shape[-1])
+    taps = jnp.asarray(fs_taps(*shape[:-1]))
     idx = (taps[..., None] + jnp.asarray(offsets, jnp.int32)) % length
     return fs.at[idx].get(mode="promise_in_bounds")
 
@@ -140,7 +194,7 @@ def fs_project(kernel: jax.Array, length: int, offsets) -> jax.Array:
     that map to it (entries no weight maps to are 0).
 
     Args:
-      kernel: ``(kh, kw, cin, cout)`` dense kernel.
+      kernel: ``(*kernel_size, cin, cout)`` dense kernel.
       length: FS length ``L``.
       offsets: ``(cout,)`` segment starts.
     Returns:
@@ -154,6 +208,26 @@ def fs_project(kernel: jax.Array, length: int, offsets) -> jax.Array:
     return sums / jnp.asarray(np.maximum(counts, 1), dtype=kernel.dtype)
 
 
+def fs_from_dense(kernel: jax.Array, length: int, offsets) -> jax.Array:
+    """Filter Summary whose entries are the dense weights that first read them.
+
+    Entry ``j`` takes ``kernel.reshape(-1)[p]`` for the smallest flat (C-order) position ``p``
+    with ``fs_index(...)[p] == j`` (0 where no weight reads it). Used to map a dense kernel
+    initialiser onto a summary: i.i.d. draws keep their distribution, and where no two weights
+    share an entry (compression 1) ``fs_kernel(fs_from_dense(k)) == k`` exactly.
+
+    Args:
+      kernel: ``(*kernel_size, cin, cout)``; length: ``L``; offsets: ``(cout,)`` starts.
+    Returns:
+      ``(L,)``.
+    """
+    shape = check_kernel_shape(kernel.shape, "kernel.shape")
+    idx = np.asarray(fs_index(shape, length, np.asarray(offsets))).reshape(-1)
+    entries, first = np.unique(idx, return_index=True)
+    out = jnp.zeros((int(length),), kernel.dtype)
+    return out.at[entries].set(jnp.reshape(kernel, (-1,))[first])
+
+
 def dfs_kernel(fs: jax.Array, kernel_shape, locations: jax.Array) -> jax.Array:
     """Differentiable FS kernel: linear interpolation between neighbouring integer segments.
 
@@ -162,11 +236,12 @@ def dfs_kernel(fs: jax.Array, kernel_shape, locations: jax.Array) -> jax.Array:
     Differentiable w.r.t. ``fs`` and ``locations``; equals :func:`fs_kernel` at integers.
 
     Args:
-      fs: ``(L,)``; kernel_shape: ``(kh, kw, cin, cout)``; locations: ``(cout,)`` real.
+      fs: ``(L,)``; kernel_shape: ``(*kernel_size, cin, cout)``; locations: ``(cout,)`` real.
     Returns:
-      ``(kh, kw, cin, cout)`` kernel.
+      ``(*kernel_size, cin, cout)`` kernel.
     """
-    kh, kw, cin, cout = check_kernel_shape(kernel_shape)
+    shape = check_kernel_shape(kernel_shape)
+    cout = shape[-1]
     fs, locations = jnp.asarray(fs), jnp.asarray(locations)
     if locations.shape != (cout,):
         raise ValueError(f"locations must have shape ({cout},); got {locations.shape}")
@@ -174,7 +249,7 @@ def dfs_kernel(fs: jax.Array, kernel_shape, locations: jax.Array) -> jax.Array:
     base = jnp.floor(locations)
     frac = (locations - base).astype(fs.dtype)
     start = jnp.mod(base.astype(jnp.int32), length)
-    taps = jnp.asarray(fs_taps(kh, kw, cin))[..., None]
+    taps = jnp.asarray(fs_taps(*shape[:-1]))[..., None]
     lo = fs.at[(taps + start) % length].get(mode="promise_in_bounds")
     hi = fs.at[(taps + start + 1) % length].get(mode="promise_in_bounds")
     return lo + frac * (hi - lo)

@@ -1,11 +1,18 @@
 """Kernel-sharing convolution (KSC) and its weighted form (WKSC).
 
 Input channels are split into ``groups`` contiguous groups of ``g = cin // groups`` channels;
-every channel of a group shares one ``kh x kw`` kernel per output filter. With ``alpha`` the
-per-input-channel weights (WKSC; KSC is ``alpha = 1``) the equivalent dense kernel is::
+every channel of a group shares one spatial kernel per output filter. Kernels have any rank:
+``(*kernel_size, groups, cout)`` shared, ``(*kernel_size, cin, cout)`` dense. With ``alpha`` the
+per-input-channel weights (WKSC; KSC is ``alpha = 1``) the equivalent dense kernel is (2-D)::
 
     W[ky, kx, c, o] = alpha[c] * kernel[ky, kx, c // g, o]          # alpha (cin,)
     W[ky, kx, c, o] = alpha[c, o] * kernel[ky, kx, c // g, o]       # alpha (cin, cout)
+
+With ``feature_group_count = n`` (as in ``lax.conv_general_dilated``) the dense kernel has
+``cin // n`` inputs and the groups never straddle feature groups (``n`` divides ``groups``):
+the shared kernel is ``(*kernel_size, groups // n, cout)``, the local input ``c`` of output
+``o`` is global channel ``(o // (cout // n)) * (cin // n) + c`` (that channel's ``alpha``), and
+per-pair ``alpha`` is ``(cin // n, cout)``.
 
 Per-input ``alpha`` (the default) lets the conv be computed cheaply because convolution is
 linear: first ``z[..., j] = sum_{c in group j} alpha[c] * x[..., c]``, then a conv of ``z`` with
@@ -20,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fsjax.ops.conv import conv2d
+from fsjax.ops.conv import conv
 
 __all__ = ["ks_check", "ks_dense_kernel", "ks_project", "ks_reduce", "ks_conv"]
 
@@ -34,29 +41,39 @@ def ks_check(cin: int, groups: int, where: str = "KSConv") -> int:
     return cin // groups
 
 
-def ks_dense_kernel(kernel: jax.Array, alpha: jax.Array | None, cin: int | None = None):
+def ks_dense_kernel(kernel: jax.Array, alpha: jax.Array | None, cin: int | None = None,
+                    feature_group_count: int = 1):
     """Equivalent dense kernel of a (W)KSC layer.
 
     Args:
-      kernel: ``(kh, kw, groups, cout)`` shared kernels.
-      alpha: ``(cin,)`` per-input weights, ``(cin, cout)`` per-pair weights, or None (KSC,
-        all ones; then ``cin`` must be given).
+      kernel: ``(*kernel_size, groups // n, cout)`` shared kernels (``n`` the feature groups).
+      alpha: ``(cin,)`` per-input weights, ``(cin // n, cout)`` per-pair weights, or None
+        (KSC, all ones; then ``cin`` must be given).
     Returns:
-      ``(kh, kw, cin, cout)``.
+      ``(*kernel_size, cin // n, cout)``.
     """
-    kh, kw, groups, cout = kernel.shape
+    n = int(feature_group_count)
+    local, cout = kernel.shape[-2:]
     if alpha is not None:
-        cin = alpha.shape[0]
+        cin = alpha.shape[0] * (n if alpha.ndim == 2 else 1)
     if cin is None:
         raise ValueError("ks_dense_kernel needs cin when alpha is None")
-    g = ks_check(cin, groups, "ks_dense_kernel")
-    dense = jnp.repeat(kernel, g, axis=2)
+    if cin % n or cout % n:
+        raise ValueError(f"ks_dense_kernel: feature_group_count {n} must divide cin {cin} and "
+                         f"cout {cout}")
+    g = ks_check(cin // n, local, "ks_dense_kernel")
+    dense = jnp.repeat(kernel, g, axis=-2)
     if alpha is None:
         return dense
     if alpha.ndim == 1:
-        return dense * alpha[:, None].astype(dense.dtype)
-    if alpha.shape != (cin, cout):
-        raise ValueError(f"alpha must be (cin,) or (cin, cout) = ({cin}, {cout}); got {alpha.shape}")
+        if alpha.shape != (cin,):
+            raise ValueError(f"alpha must be (cin,) = ({cin},); got {alpha.shape}")
+        # (cin,) -> (cin // n, cout): output o reads the alpha of its own feature group's inputs
+        a = jnp.repeat(alpha.reshape(n, cin // n).T, cout // n, axis=1)
+        return dense * a.astype(dense.dtype)
+    if alpha.shape != (cin // n, cout):
+        raise ValueError(f"alpha must be (cin,) or (cin // feature_group_count, cout) = "
+                         f"({cin // n}, {cout}); got {alpha.shape}")
     return dense * alpha.astype(dense.dtype)
 
 
@@ -69,20 +86,29 @@ def ks_reduce(x: jax.Array, groups: int, alpha: jax.Array | None) -> jax.Array:
     return x.reshape(x.shape[:-1] + (groups, g)).sum(-1)
 
 
-def ks_conv(x: jax.Array, kernel: jax.Array, alpha: jax.Array | None, bias=None, **conv_kw):
-    """(W)KSC forward. ``x (..., H, W, cin)``, ``kernel (kh, kw, groups, cout)`` ->
-    ``(..., H', W', cout)``. ``conv_kw`` are :func:`fsjax.ops.conv2d` options (no groups)."""
-    groups = kernel.shape[2]
+def ks_conv(x: jax.Array, kernel: jax.Array, alpha: jax.Array | None, bias=None, *,
+            feature_group_count: int = 1, **conv_kw):
+    """(W)KSC forward. ``x (*batch, *spatial, cin)``, ``kernel (*kernel_size, groups // n,
+    cout)`` -> ``(*batch, *spatial', cout)``. ``conv_kw`` are :func:`fsjax.ops.conv` options.
+
+    Per-input ``alpha`` (or none): the weighted group sum, then a conv with ``groups`` inputs.
+    Per-pair ``alpha``: through the dense kernel."""
+    n = int(feature_group_count)
     if alpha is not None and alpha.ndim == 2:
-        return conv2d(x, ks_dense_kernel(kernel, alpha), bias, **conv_kw)
-    return conv2d(ks_reduce(x, groups, alpha), kernel, bias, **conv_kw)
+        dense = ks_dense_kernel(kernel, alpha, feature_group_count=n)
+        return conv(x, dense, bias, feature_group_count=n, **conv_kw)
+    groups = kernel.shape[-2] * n
+    return conv(ks_reduce(x, groups, alpha), kernel, bias, feature_group_count=n, **conv_kw)
 
 
-def ks_project(kernel: jax.Array, groups: int) -> jax.Array:
+def ks_project(kernel: jax.Array, groups: int, feature_group_count: int = 1) -> jax.Array:
     """Least-squares KSC kernel (alpha = 1) for a dense kernel: each group's mean.
 
-    ``kernel (kh, kw, cin, cout)`` -> ``(kh, kw, groups, cout)``.
+    ``kernel (*kernel_size, cin // n, cout)`` -> ``(*kernel_size, groups // n, cout)``.
     """
-    kh, kw, cin, cout = kernel.shape
-    g = ks_check(cin, groups, "ks_project")
-    return kernel.reshape(kh, kw, groups, g, cout).mean(3)
+    *ks, local_in, cout = kernel.shape
+    n = int(feature_group_count)
+    if groups % n:
+        raise ValueError(f"ks_project: feature_group_count {n} must divide groups {groups}")
+    g = ks_check(local_in, groups // n, "ks_project")
+    return kernel.reshape(*ks, groups // n, g, cout).mean(-2)

@@ -134,10 +134,13 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     w_kernel = consumer.conv.dense_kernel()
     if criterion.startswith("thinet"):
         s = consumer.conv.spec
-        if s.dilation != (1, 1) or s.padding not in ("SAME", "VALID"):
-            raise ValueError(f"{s.name!r}: ThiNet sampling supports undilated SAME/VALID convs")
-        out_hw = ops.conv_output_hw(x_in.shape[1:3], s.kernel_size, s.strides, s.padding,
-                                    s.dilation)
+        if (s.rank != 2 or s.dilation != (1, 1) or s.input_dilation not in ((), (1, 1))
+                or s.padding not in ("SAME", "VALID")):
+            raise ValueError(f"{s.name!r}: ThiNet sampling supports undilated 2-D SAME/VALID "
+                             f"convs; got kernel {s.kernel_size}, dilation {s.dilation}, "
+                             f"padding {s.padding!r}")
+        out_hw = ops.conv_output_shape(x_in.shape[1:3], s.kernel_size, s.strides, s.padding,
+                                       s.dilation)
         idx = sample_positions(key, x_in.shape[0], out_hw, s.out_features,
                                samples_per_image)
         x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
@@ -216,7 +219,8 @@ def _set_kernel(layer, dense, errors: dict) -> None:
     least-squares shared kernel (weights 1), recording the relative error
     ``||materialised - dense|| / ||dense||`` in ``errors``."""
     if layer.spec.kind in ("ks", "wks"):  # e.g. a dense layer whose new width now groups
-        layer.kernel[...] = ops.ks_project(dense, layer.spec.groups).astype(
+        layer.kernel[...] = ops.ks_project(dense, layer.spec.groups,
+                                           layer.spec.feature_group_count).astype(
             layer.kernel[...].dtype)
         if layer.alpha is not None:
             layer.alpha[...] = jnp.ones_like(layer.alpha[...])

@@ -40,19 +40,22 @@ class LayerRow:
 
 
 def _conv_macs(spec: ConvSpec, in_shape, out_shape) -> tuple[int, int]:
-    kh, kw, cin_g, cout = spec.kernel_shape
-    hin, win = in_shape[-3], in_shape[-2]
-    hout, wout = out_shape[-3], out_shape[-2]
-    dense = hout * wout * kh * kw * cin_g * cout
+    *ks, cin_g, cout = spec.kernel_shape
+    r = spec.rank
+    pix_in = int(np.prod(in_shape[-r - 1:-1]))
+    pix_out = int(np.prod(out_shape[-r - 1:-1]))
+    taps = int(np.prod(ks))
+    dense = pix_out * taps * cin_g * cout
     if spec.kind in ("ks", "wks") and spec.alpha_mode == "input":
-        macs = hin * win * spec.in_features + hout * wout * kh * kw * spec.groups * cout
+        shared_in = spec.groups // spec.feature_group_count
+        macs = pix_in * spec.in_features + pix_out * taps * shared_in * cout
         return macs, macs
     if spec.kind not in ("fs", "dfs"):
         return dense, dense
     idx = np.asarray(ops.fs_index(spec.kernel_shape, spec.length, spec.np_offsets()))
-    distinct = sum(len(np.unique(idx[:, :, c, :])) for c in range(cin_g))
+    distinct = sum(len(np.unique(idx[..., c, :])) for c in range(cin_g))
     # each input pixel of each channel meets at most `distinct` FS entries over all taps/filters
-    reuse = hin * win * distinct * spec.feature_group_count
+    reuse = pix_in * distinct * spec.feature_group_count
     return dense, min(dense, reuse)
 
 

@@ -1,0 +1,177 @@
+"""Compress an existing Flax Linen model without editing its class.
+
+:func:`compress` runs the model once under ``flax.linen.intercept_methods`` to find every
+``nn.Conv`` call, decides per conv (the same rules as :func:`fsjax.nn.convert`), projects the
+trained dense kernels (FS/DFS: least-squares summary; KS/WKS: group means, alpha = 1), and
+returns a :class:`Compressed` model whose ``init``/``apply`` run the original module with the
+chosen convs replaced by fsjax layers (same Flax arguments, parameters at the same paths:
+``fs`` or a shared ``kernel``, plus ``bias``, ``locations`` or ``alpha``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+from flax.core import unfreeze
+
+from fsjax import ops
+
+__all__ = ["compress", "Compressed"]
+
+_FIELDS = ("kernel_size", "strides", "padding", "input_dilation", "kernel_dilation",
+           "feature_group_count", "use_bias", "mask", "dtype", "param_dtype", "precision",
+           "bias_init", "promote_dtype", "conv_general_dilated", "conv_general_dilated_cls")
+
+
+@dataclasses.dataclass
+class Compressed:
+    """``model`` with the convs at ``layers`` (path -> fsjax Linen layer) replaced.
+
+    ``converted``: the replaced paths ("a/b/Conv_0"); ``skipped``: ``(path, reason)`` for every
+    other ``nn.Conv``. ``init``, ``init_with_output`` and ``apply`` take ``model``'s arguments.
+    """
+
+    model: nn.Module
+    layers: dict
+    skipped: list
+
+    @property
+    def converted(self) -> list[str]:
+        return ["/".join(p) for p in self.layers]
+
+    def _intercept(self, next_fun, args, kwargs, context):
+        m = context.module
+        if context.method_name == "__call__" and isinstance(m, nn.Conv):
+            layer = self.layers.get(tuple(m.scope.path))
+            if layer is not None:
+                from fsjax.linen import _forward
+
+                return _forward(layer, m, *args, **kwargs)
+        return next_fun(*args, **kwargs)
+
+    def init(self, *args, **kwargs):
+        with nn.intercept_methods(self._intercept):
+            return self.model.init(*args, **kwargs)
+
+    def init_with_output(self, *args, **kwargs):
+        with nn.intercept_methods(self._intercept):
+            return self.model.init_with_output(*args, **kwargs)
+
+    def apply(self, *args, **kwargs):
+        with nn.intercept_methods(self._intercept):
+            return self.model.apply(*args, **kwargs)
+
+
+def _why_not(conv: nn.Conv, kind: str, params: dict) -> str | None:
+    if type(conv).__call__ is not nn.Conv.__call__:
+        return f"{type(conv).__name__} overrides nn.Conv.__call__; fsjax cannot know what it computes"
+    if not conv.shared_weights:
+        return "it is not a shared-weight conv (ConvLocal)"
+    if "kernel" not in params:
+        return "its kernel is not in the given params"
+    return None
+
+
+def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
+             compression: float = 4.0, group_size: int = 4, min_params: int = 1024,
+             predicate: Callable[[tuple, nn.Conv], bool] | None = None, from_dense: bool = True,
+             apply_kwargs: dict | None = None, **layer_kw: Any) -> tuple[Compressed, dict]:
+    """Replace the ``nn.Conv`` layers of a Linen ``model`` by fsjax layers.
+
+    Args:
+      model, variables: the model and its trained variables (``{'params': ..., ...}``).
+      args: example inputs for one forward pass (a small batch is enough), ``apply_kwargs``
+        its keyword arguments (e.g. ``train=False``).
+      kind: 'fs', 'dfs', 'ks' or 'wks'; ``compression`` (FS/DFS rho), ``group_size`` (KS/WKS
+        channels per shared kernel), ``min_params`` / ``predicate(path, conv)`` pick the
+        layers as in :func:`fsjax.nn.convert` (grouped convs are left dense by default).
+      from_dense: project the trained kernels; otherwise new layers start from their init
+        (call ``Compressed.init``).
+      layer_kw: extra layer options (``location_mode``, ``alpha_mode``, ``init_scale``).
+    Returns:
+      ``(compressed, new_variables)``: at ``compression=1`` (or ``group_size=1``) with
+      ``from_dense``, ``compressed.apply(new_variables, ...)`` equals ``model.apply(variables,
+      ...)`` bit for bit.
+    """
+    from fsjax.linen import DFSConv, FSConv, KSConv
+
+    if kind not in ("fs", "dfs", "ks", "wks"):
+        raise ValueError(f"compress: kind must be 'fs', 'dfs', 'ks' or 'wks'; got {kind!r}")
+    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
+        raise ValueError(f"compress: group_size must be a positive int; got {group_size!r}")
+    found: dict[tuple, tuple[nn.Conv, int]] = {}
+
+    def record(next_fun, a, kw, context):
+        m = context.module
+        if context.method_name == "__call__" and isinstance(m, nn.Conv):
+            found.setdefault(tuple(m.scope.path), (m.clone(parent=None), a[0].shape[-1]))
+        return next_fun(*a, **kw)
+
+    with nn.intercept_methods(record):
+        # eagerly (not traced): attributes built inside the model (e.g. a mask) stay concrete
+        model.apply(variables, *args, **(apply_kwargs or {}), mutable=True)
+    params = unfreeze(variables["params"]) if "params" in variables else {}
+    new_vars = jax.tree.map(lambda x: x, unfreeze(dict(variables)))
+    layers, skipped = {}, []
+    for path, (conv, cin) in found.items():
+        name = "/".join(path)
+        p = params
+        for k in path:
+            p = p.get(k, {})
+        why = _why_not(conv, kind, p)
+        fgc = conv.feature_group_count
+        ks = ops.kernel_size_tuple(conv.kernel_size)
+        weights = int(np.prod(ks)) * (cin // fgc) * conv.features
+        if why is None:
+            if predicate is not None and not predicate(path, conv):
+                why = "not selected by the predicate"
+            elif predicate is None and fgc != 1:
+                why = f"grouped (feature_group_count={fgc})"
+            elif predicate is None and weights < min_params:
+                why = f"fewer than min_params={min_params} weights"
+        if why is None and kind in ("ks", "wks") and (cin // fgc) % group_size:
+            why = (f"its {cin // fgc} input channels per feature group are not a multiple of "
+                   f"group_size {group_size}")
+        if why is not None:
+            skipped.append((name, why))
+            continue
+        fields = {f: getattr(conv, f) for f in _FIELDS}
+        opts = dict(layer_kw)
+        if kind in ("fs", "dfs"):
+            cls = FSConv if kind == "fs" else DFSConv
+            layer = cls(conv.features, **fields, compression=compression, parent=None, **opts)
+        else:
+            layer = KSConv(conv.features, **fields, groups=cin // group_size,
+                           weighted=kind == "wks", parent=None, **opts)
+        layers[path] = layer
+        if from_dense:
+            _project(layer, cin, p, new_vars["params"], path)
+    return Compressed(model, layers, skipped), new_vars
+
+
+def _project(layer, cin: int, old: dict, new_params: dict, path: tuple) -> None:
+    spec = layer.spec(cin)
+    kernel = old["kernel"]
+    if layer.mask is not None:
+        kernel = kernel * layer.mask
+    target = new_params
+    for k in path:
+        target = target[k]
+    entry = {k: v for k, v in target.items() if k not in ("kernel",)}
+    if spec.kind in ("fs", "dfs"):
+        entry["fs"] = ops.fs_project(kernel, spec.length, spec.np_offsets()).astype(kernel.dtype)
+        if spec.kind == "dfs":
+            entry["locations"] = np.asarray(
+                ops.dfs_init_raw(spec.np_offsets(), spec.length, layer.location_mode))
+    else:
+        entry["kernel"] = ops.ks_project(kernel, spec.groups, spec.feature_group_count).astype(
+            kernel.dtype)
+        if spec.alpha_shape():
+            entry["alpha"] = np.ones(spec.alpha_shape(), kernel.dtype)
+    target.clear()
+    target.update(entry)
