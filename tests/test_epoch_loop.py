@@ -138,7 +138,13 @@ def test_dfs_interpolation_stays_float32():
 
     conv = DFSConv(8, 16, (3, 3), compression=4.0, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     conv.locations[...] = conv.locations[...] + 0.37  # fractional: interpolation matters
-    k16, _ = conv._forward_kernel(jnp.bfloat16)
-    k32, _ = conv._forward_kernel(jnp.float32)
-    assert k16.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(k16), np.asarray(k32.astype(jnp.bfloat16)))
+    from fsjax import ops
+
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 8))
+    y = conv(x)
+    assert y.dtype == jnp.bfloat16
+    k32 = conv.dense_kernel()  # float32 interpolation
+    assert k32.dtype == jnp.float32
+    want = ops.conv(x.astype(jnp.bfloat16), k32.astype(jnp.bfloat16),
+                    conv.bias[...].astype(jnp.bfloat16))
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(want, np.float32))
