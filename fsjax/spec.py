@@ -294,6 +294,40 @@ def _promote(args, dtype=None):
     return nnx_dtypes.promote_dtype(args, dtype=dtype)
 
 
+CONVERT_KINDS = ("fs", "dfs", "ks", "wks")
+
+
+def check_convert_args(where: str, kind, group_size) -> None:
+    """The options every converter (:func:`fsjax.nn.convert`, :func:`fsjax.linen.compress`)
+    takes: ValueError naming the bad one."""
+    if kind not in CONVERT_KINDS:
+        raise ValueError(f"{where}: kind must be 'fs', 'dfs', 'ks' or 'wks'; got {kind!r}")
+    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
+        raise ValueError(f"{where}: group_size must be a positive int; got {group_size!r}")
+
+
+def convert_skip_reason(kind: str, in_features: int, kernel_shape, feature_group_count: int, *,
+                        picked: bool | None, min_params: int, group_size: int) -> str | None:
+    """Why a converter leaves a (representable) conv dense, or None to convert it.
+
+    ``picked``: the user predicate's answer, or None when no predicate was given; then the
+    default picks ungrouped convs whose dense kernel has at least ``min_params`` weights.
+    KS/WKS also need the input channels of a feature group to split into ``group_size``.
+    """
+    fgc = feature_group_count
+    if picked is not None:
+        if not picked:
+            return "not selected by the predicate"
+    elif fgc != 1:
+        return f"grouped (feature_group_count={fgc})"
+    elif int(np.prod(kernel_shape)) < min_params:
+        return f"fewer than min_params={min_params} weights"
+    if kind in ("ks", "wks") and (in_features // fgc) % group_size:
+        return (f"its {in_features // fgc} input channels per feature group are not a multiple "
+                f"of group_size {group_size}")
+    return None
+
+
 def check_dtypes(dtype, param_dtype, where: str = "conv") -> None:
     """Parameters must be floating point (they are trained); ``dtype`` too when given."""
     for name, dt in (("param_dtype", param_dtype), ("dtype", dtype)):

@@ -20,6 +20,7 @@ from flax import linen as nn
 from flax.core import unfreeze
 
 from fsjax import ops
+from fsjax.spec import check_convert_args, convert_skip_reason
 
 __all__ = ["compress", "Compressed"]
 
@@ -100,10 +101,7 @@ def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
     """
     from fsjax.linen import DFSConv, FSConv, KSConv
 
-    if kind not in ("fs", "dfs", "ks", "wks"):
-        raise ValueError(f"compress: kind must be 'fs', 'dfs', 'ks' or 'wks'; got {kind!r}")
-    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
-        raise ValueError(f"compress: group_size must be a positive int; got {group_size!r}")
+    check_convert_args("compress", kind, group_size)
     found: dict[tuple, tuple[nn.Conv, int]] = {}
 
     def record(next_fun, a, kw, context):
@@ -124,19 +122,13 @@ def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
         for k in path:
             p = p.get(k, {})
         why = _why_not(conv, kind, p)
-        fgc = conv.feature_group_count
-        ks = ops.kernel_size_tuple(conv.kernel_size)
-        weights = int(np.prod(ks)) * (cin // fgc) * conv.features
         if why is None:
-            if predicate is not None and not predicate(path, conv):
-                why = "not selected by the predicate"
-            elif predicate is None and fgc != 1:
-                why = f"grouped (feature_group_count={fgc})"
-            elif predicate is None and weights < min_params:
-                why = f"fewer than min_params={min_params} weights"
-        if why is None and kind in ("ks", "wks") and (cin // fgc) % group_size:
-            why = (f"its {cin // fgc} input channels per feature group are not a multiple of "
-                   f"group_size {group_size}")
+            fgc = conv.feature_group_count
+            kshape = ops.kernel_size_tuple(conv.kernel_size) + (cin // fgc, conv.features)
+            why = convert_skip_reason(
+                kind, cin, kshape, fgc,
+                picked=None if predicate is None else bool(predicate(path, conv)),
+                min_params=min_params, group_size=group_size)
         if why is not None:
             skipped.append((name, why))
             continue

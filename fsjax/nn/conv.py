@@ -244,7 +244,6 @@ class KSConv(_Conv):
     def __init__(self, *args, weighted: bool = False, groups: int | None = None,
                  alpha_mode="input", **kw):
         self.kind = "wks" if weighted else "ks"
-        self.weighted = weighted
         super().__init__(*args, groups=groups, alpha_mode=alpha_mode, **kw)
 
     def _init_params(self, stored, metadata):
@@ -289,7 +288,6 @@ def flax_args(conv) -> dict:
         return conv.flax_args()
     args = {a: getattr(conv, a) for a in FLAX_ARGS if hasattr(conv, a)}
     args["kernel_init"] = None  # the conv's own init is replaced by its trained kernel
-    args.pop("bias_init", None)
     return args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -9,6 +10,7 @@ from flax import nnx
 
 from fsjax import ops
 from fsjax.nn.conv import Conv, DFSConv, FSConv, KSConv, _Conv, _copy_bias, _kernel_of, _like
+from fsjax.spec import ConvSpec, check_convert_args, convert_skip_reason
 
 __all__ = ["convert", "dense_convs", "freeze_dfs", "materialize", "Converted"]
 
@@ -41,11 +43,16 @@ class Converted(list):
         self.skipped: list[tuple[str, str]] = list(skipped)
 
 
+@functools.cache
+def _plain_metadata() -> dict:
+    return nnx.Param(np.zeros(1)).get_metadata()
+
+
 def _extra_metadata(param) -> dict:
     """Metadata of a Param beyond what every ``nnx.Param`` carries (e.g. sharding names)."""
     if param is None:
         return {}
-    base = nnx.Param(np.zeros(1)).get_metadata()
+    base = _plain_metadata()
     return {k: v for k, v in param.get_metadata().items() if k not in base or base[k] != v}
 
 
@@ -56,11 +63,10 @@ def _why_not(conv, kind: str) -> str | None:
     if type(conv).__call__ is not nnx.Conv.__call__:
         return (f"{type(conv).__name__} overrides nnx.Conv.__call__; fsjax cannot know what it "
                 f"computes")
-    if kind in ("fs", "dfs") and _extra_metadata(conv.kernel):
-        return (f"its kernel carries metadata {sorted(_extra_metadata(conv.kernel))}, which has "
-                f"no meaning for a 1-D filter summary")
-    from fsjax.spec import ConvSpec
-
+    extra = _extra_metadata(conv.kernel)
+    if kind in ("fs", "dfs") and extra:
+        return (f"its kernel carries metadata {sorted(extra)}, which has no meaning for a 1-D "
+                f"filter summary")
     try:
         ConvSpec.make("dense", conv.in_features, conv.out_features, conv.kernel_size,
                       strides=conv.strides, padding=conv.padding,
@@ -69,10 +75,6 @@ def _why_not(conv, kind: str) -> str | None:
     except (ValueError, TypeError) as e:
         return f"its arguments are not valid for a conv ({e})"
     return None
-
-
-def _geometry(conv):
-    return tuple(_kernel_of(conv).shape)
 
 
 def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, group_size: int = 4,
@@ -102,29 +104,18 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
         otherwise a fresh initialisation.
       layer_kw: extra layer options (e.g. ``location_mode``, ``alpha_mode``).
     """
-    if kind not in ("fs", "dfs", "ks", "wks"):
-        raise ValueError(f"convert: kind must be 'fs', 'dfs', 'ks' or 'wks'; got {kind!r}")
-
-    def default(path, conv):
-        return conv.feature_group_count == 1 and int(np.prod(_geometry(conv))) >= min_params
-
-    pick = predicate or default
-    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
-        raise ValueError(f"convert: group_size must be a positive int; got {group_size!r}")
+    check_convert_args("convert", kind, group_size)
     rngs = nnx.Rngs(seed)
     done = Converted()
     for path, conv in dense_convs(model):
         name = ".".join(str(p) for p in path)
-        why = _why_not(conv, kind)
-        if why is None and not pick(path, conv):
-            why = ("not selected by the predicate" if predicate else
-                   f"grouped (feature_group_count={conv.feature_group_count})"
-                   if conv.feature_group_count != 1 else
-                   f"fewer than min_params={min_params} weights")
         fgc = conv.feature_group_count
-        if why is None and kind in ("ks", "wks") and (conv.in_features // fgc) % group_size:
-            why = (f"its {conv.in_features // fgc} input channels per feature group are not a "
-                   f"multiple of group_size {group_size}")
+        why = _why_not(conv, kind)
+        if why is None:
+            why = convert_skip_reason(
+                kind, conv.in_features, conv.kernel_shape, fgc,
+                picked=None if predicate is None else bool(predicate(path, conv)),
+                min_params=min_params, group_size=group_size)
         if why is not None:
             done.skipped.append((name, why))
             continue

@@ -171,11 +171,8 @@ def conv_output_shape(spatial, kernel_size, strides=1, padding: PaddingLike = "S
     for i, (n, k, s, d, e) in enumerate(zip(spatial, kernel_size, strides, kd, ld, strict=True)):
         n = (n - 1) * e + 1 if n > 0 else 0
         size = (k - 1) * d + 1
-        if isinstance(pad, str) and pad.upper() in ("SAME", "SAME_LOWER"):
-            out.append(-(-n // s))
-        elif isinstance(pad, str) and pad in ("CIRCULAR", "REFLECT", "CAUSAL"):
-            extra = size - 1
-            out.append(max(0, (n + extra - size) // s + 1))
+        if isinstance(pad, str) and (pad in PAD_MODES or pad.upper() in ("SAME", "SAME_LOWER")):
+            out.append(-(-n // s))  # the pad modes add size - 1 inputs: same size as SAME
         elif isinstance(pad, str):  # VALID
             out.append(max(0, (n - size) // s + 1))
         else:
