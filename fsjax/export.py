@@ -62,8 +62,10 @@ def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:
             continue
         if spec.kind == "fs" and layer.spec.kind in ("fs", "dfs"):
             s = spec
+            where = (dict(layout=s.layout) if s.layout == "official"
+                     else dict(offsets=s.offsets))
             new = _like(FSConv, layer, None, **s.geometry(), name=s.name,
-                        compression=s.compression, offsets=s.offsets)
+                        compression=s.compression, **where)
             _set(model, path, new)
         else:
             raise ValueError(f"layer {spec.name!r}: metadata says {spec.kind} {spec.kernel_shape}"

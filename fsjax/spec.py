@@ -22,6 +22,7 @@ from fsjax import ops
 canonicalize_dtype = nnx_dtypes.canonicalize_dtype
 
 KINDS = ("dense", "fs", "dfs", "ks", "wks")
+LAYOUTS = ("fsjax", "official")  # FS filter starts: exact integers | the official PyTorch code's
 
 _RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("fsjax_rec", default=None)
 
@@ -46,7 +47,10 @@ class ConvSpec:
     ``kind`` is one of :data:`KINDS`; ``length``/``offsets`` are set for fs/dfs, ``groups``
     (kernel-sharing groups over all input channels) and ``alpha_mode`` for ks/wks. Geometry
     (``kernel_size``, ``strides``, ``dilation`` = kernel dilation, ``input_dilation``) is one
-    int per spatial dim; ``padding`` is kept as given (Flax's forms).
+    int per spatial dim; ``padding`` is kept as given (Flax's forms). ``layout`` (fs only):
+    ``'fsjax'`` (filter ``i`` starts at ``floor(i*L/cout)``) or ``'official'`` (the official
+    FSNet PyTorch code's starts, :func:`fsjax.ops.fs_official_index`; ``offsets`` then holds
+    ``trunc(start) mod L`` for reference only).
     """
 
     kind: str
@@ -65,11 +69,13 @@ class ConvSpec:
     groups: int = 0
     alpha_mode: str = "input"
     input_dilation: tuple[int, ...] = ()
+    layout: str = "fsjax"
 
     @staticmethod
     def make(kind, in_features, out_features, kernel_size, *, strides=1, padding="SAME",
              input_dilation=1, kernel_dilation=1, feature_group_count=1, use_bias=True, name="",
-             compression=None, offsets=None, groups=None, alpha_mode="input") -> ConvSpec:
+             compression=None, offsets=None, groups=None, alpha_mode="input",
+             layout="fsjax") -> ConvSpec:
         """Validate Flax-style arguments (``kernel_size`` an int = 1-D, as in Flax; strides and
         dilations None, an int or one per spatial dim) and return the spec."""
         where = f"{kind} conv {name!r}" if name else f"{kind} conv"
@@ -98,12 +104,25 @@ class ConvSpec:
                     kernel_size=ks, padding=_hashable(padding), feature_group_count=fgc,
                     use_bias=bool(use_bias), name=name, **geo)
         kshape = ks + (int(in_features) // fgc, int(out_features))
+        if layout not in LAYOUTS:
+            raise ValueError(f"{where}: layout must be one of {', '.join(LAYOUTS)}; got "
+                             f"{layout!r}")
+        if layout == "official" and (kind != "fs" or offsets is not None):
+            raise ValueError(f"{where}: layout='official' is for FS layers with the official "
+                             f"filter starts (kind 'fs', no offsets); got kind {kind!r}"
+                             + (" with offsets" if offsets is not None else ""))
         if kind in ("fs", "dfs"):
             compression = 4.0 if compression is None else compression
             try:
                 length = ops.fs_length(kshape, compression)
+                if layout == "official":  # its L = int(K*cout/rho), with no floor at K
+                    ops.fs_official_index(kshape, int(ops.filter_size(kshape) * kshape[-1]
+                                                      / compression))
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
+            if layout == "official":
+                offsets = ops.fs_official_starts(kshape[-1], length).astype(np.int64) % length
+                spec["layout"] = layout
             if offsets is None:
                 offsets = ops.fs_offsets(kshape, length)
             offsets = tuple(int(o) for o in np.asarray(offsets).reshape(-1))
@@ -170,6 +189,13 @@ class ConvSpec:
     def np_offsets(self) -> np.ndarray:
         return np.asarray(self.offsets, np.int32)
 
+    def fs_table(self) -> np.ndarray:
+        """FS/DFS (at its initial starts): the ``(*kernel_size, in // feature_groups, out)``
+        index of every kernel weight in the summary, in this layer's ``layout``."""
+        if self.layout == "official":
+            return ops.fs_official_index(self.kernel_shape, self.length)
+        return np.asarray(ops.fs_index(self.kernel_shape, self.length, self.np_offsets()))
+
     def geometry(self) -> dict:
         """Flax keyword arguments of this geometry (for building a layer like this one)."""
         return dict(strides=self.strides, padding=self.padding,
@@ -197,7 +223,7 @@ class ConvSpec:
             raise ValueError(f"conv {self.name!r}: kernel_init returned shape {dense.shape}; "
                              f"expected the dense kernel shape {self.kernel_shape}")
         if self.kind in ("fs", "dfs"):
-            return ops.fs_from_dense(dense, self.length, self.np_offsets())
+            return ops.fs_from_dense(dense, self.length, index=self.fs_table())
         if self.kind in ("ks", "wks"):
             g = self.in_features // self.groups
             return dense[..., ::g, :]
@@ -259,6 +285,8 @@ class ConvSpec:
     def materialize(self, stored, locations=None, alpha=None) -> jax.Array:
         """Dense ``(*kernel_size, in // feature_groups, out)`` kernel from the stored array
         (FS vector, shared kernel with ``alpha``, or dense)."""
+        if self.kind == "fs" and self.layout == "official":
+            return ops.fs_official_kernel(stored, self.kernel_shape)
         if self.kind == "fs":
             return ops.fs_kernel(stored, self.kernel_shape, self.np_offsets())
         if self.kind == "dfs":

@@ -169,3 +169,6 @@ def test_official_layout_matches_published_formula(shape, rho):
     got = ops.fs_official_index(shape, R)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(got[..., -1], got[..., 0])  # the last filter starts where the first does
+    # the layers' in-graph index (float32 adds under jit) gives the same integers
+    kernel = jax.jit(lambda f: ops.fs_official_kernel(f, shape))(jnp.arange(R, dtype=jnp.float32))
+    np.testing.assert_array_equal(np.asarray(kernel).astype(np.int64), want)

@@ -17,7 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
                  "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
-                 "channels", "genotype", "auxiliary", "drop_path", "primitives")
+                 "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -33,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
         {k: ml_collections.config_dict.placeholder(object) for k in MODEL_OPTIONS})
     c.conv = ml_collections.ConfigDict(dict(
         kind="fs", compression=4.0, group_size=4, location_mode="wrap", alpha_mode="input",
-        min_params=0))
+        min_params=0, layout="fsjax"))
     c.conv.overrides = ml_collections.ConfigDict({}, type_safe=False)
     c.init_from = ""         # workdir of a trained dense run: project its kernels (fs_project)
     c.init_weights = ""      # an fsjax.export path (no suffix): start from these weights
@@ -93,6 +93,7 @@ HELP = {
     "conv.location_mode": "DFS location parameterisation: wrap | sigmoid",
     "conv.alpha_mode": "WKSC weights: input (one per input channel) | pair",
     "conv.min_params": "layers with fewer dense weights stay dense",
+    "conv.layout": "FS filter starts: fsjax (exact integers) | official (the FSNet PyTorch code)",
     "conv.overrides": "{layer-name glob: kind or dict of options}, later patterns win",
     "init_from": "workdir of a trained dense run: project its kernels onto this model",
     "init_weights": "an fsjax.export path (no suffix): start from these weights",
@@ -233,6 +234,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if key in keys and not isinstance(_get(c, key), bool):
             raise ValueError(f"config.{key} = {_get(c, key)!r} is not valid; valid: True, False")
     _choice("conv.location_mode", c.conv.location_mode, ("wrap", "sigmoid"))
+    _choice("conv.layout", c.conv.get("layout", "fsjax"), ("fsjax", "official"))
     _choice("conv.alpha_mode", c.conv.alpha_mode, ("input", "pair"))
     _choice("quant.method", c.quant.method, ("uniform", "kmeans"))
     if c.schedule.warmup_epochs >= c.num_epochs and c.schedule.warmup_epochs:

@@ -59,7 +59,7 @@ def _init_from_dense(model, workdir: str):
     for path, layer in export.conv_layers(model):
         k = src_layers[path].dense_kernel()
         if layer.spec.kind in ("fs", "dfs"):
-            layer.fs[...] = fs_project(k, layer.spec.length, layer.spec.np_offsets())
+            layer.fs[...] = fs_project(k, layer.spec.length, index=layer.spec.fs_table())
         elif layer.spec.kind in ("ks", "wks"):
             layer.kernel[...] = ks_project(k, layer.spec.groups, layer.spec.feature_group_count)
     return model

@@ -98,14 +98,16 @@ def _forward(layer: _Conv, scope: nn.Module, inputs: jax.Array) -> jax.Array:
 
 
 class FSConv(_Conv):
-    """FSNet conv (Linen). ``compression`` rho (default 4); optional ``offsets``."""
+    """FSNet conv (Linen). ``compression`` rho (default 4); optional ``offsets``; ``layout``
+    ``'fsjax'`` or ``'official'`` (as :class:`fsjax.nn.FSConv`)."""
 
     compression: float = 4.0
     offsets: Any = None
+    layout: str = "fsjax"
     kind = "fs"
 
     def _opts(self):
-        return dict(compression=self.compression, offsets=self.offsets)
+        return dict(compression=self.compression, offsets=self.offsets, layout=self.layout)
 
 
 class DFSConv(_Conv):

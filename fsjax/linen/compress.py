@@ -156,7 +156,7 @@ def _project(layer, cin: int, old: dict, new_params: dict, path: tuple) -> None:
         target = target[k]
     entry = {k: v for k, v in target.items() if k not in ("kernel",)}
     if spec.kind in ("fs", "dfs"):
-        entry["fs"] = ops.fs_project(kernel, spec.length, spec.np_offsets()).astype(kernel.dtype)
+        entry["fs"] = ops.fs_project(kernel, spec.length, index=spec.fs_table()).astype(kernel.dtype)
         if spec.kind == "dfs":
             entry["locations"] = np.asarray(
                 ops.dfs_init_raw(spec.np_offsets(), spec.length, layer.location_mode))

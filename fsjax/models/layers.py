@@ -20,7 +20,8 @@ from fsjax.spec import KINDS
 
 __all__ = ["ConvFactory", "ConvBN", "batch_norm"]
 
-_OPTION_KEYS = ("kind", "compression", "group_size", "location_mode", "alpha_mode", "min_params")
+_OPTION_KEYS = ("kind", "compression", "group_size", "location_mode", "alpha_mode", "min_params",
+                "layout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ConvFactory:
       location_mode, alpha_mode: DFS / WKS options (see :mod:`fsjax.nn`).
       min_params: layers whose dense kernel has fewer weights stay dense (0: convert all,
         as the official FSNet code does).
+      layout: FS filter starts, ``'fsjax'`` or ``'official'`` (the official FSNet code's; see
+        :class:`fsjax.nn.FSConv`). FS layers only.
       overrides: ``{glob pattern on the layer name: kind string or dict of the options
         above}``; later patterns win. E.g. ``{"stem": "dense", "stage3.*": {"compression": 8}}``.
       init_scale: fan-in init scale (2.0 = He, for ReLU nets).
@@ -48,6 +51,7 @@ class ConvFactory:
     location_mode: str = "wrap"
     alpha_mode: str = "input"
     min_params: int = 0
+    layout: str = "fsjax"
     overrides: Any = ()
     init_scale: float = 2.0
     dtype: Any = None
@@ -92,7 +96,8 @@ class ConvFactory:
                       use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                       init_scale=self.init_scale, name=name, rngs=rngs)
         if kind == "fs":
-            return FSConv(cin, cout, kernel_size, compression=o["compression"], **common)
+            return FSConv(cin, cout, kernel_size, compression=o["compression"],
+                          layout=o["layout"], **common)
         if kind == "dfs":
             return DFSConv(cin, cout, kernel_size, compression=o["compression"],
                            location_mode=o["location_mode"], **common)

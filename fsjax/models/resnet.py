@@ -1,5 +1,9 @@
 """ResNets: CIFAR variants (20/56/110/164, He et al. 2016) and ResNet-18/34/50.
 
+``torch_padding=True`` pads each conv by ``k//2`` on both sides, as PyTorch ResNets do
+(``padding=1`` for 3x3); it differs from Flax's ``'SAME'`` (extra pad at the end) only in
+stride-2 convs, and is what PyTorch checkpoints (:mod:`fsjax.models.official`) need.
+
 Shortcuts: ``'B'`` (1x1 conv + BN projection where the shape changes; the official FSNet code)
 or ``'A'`` (parameter-free: stride-2 subsampling + zero-padded channels). ResNet-50's
 downsampling stride sits on the first 1x1 conv (``stride_on='1x1'``, the original Caffe release
@@ -15,6 +19,10 @@ from flax import nnx
 from fsjax.models.layers import ConvBN, ConvFactory, classifier
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
+
+
+def _pad(torch_padding: bool, k: int):
+    return ((k // 2, k // 2),) * 2 if torch_padding else "SAME"
 
 
 class Shortcut(nnx.Module):
@@ -39,11 +47,14 @@ class BasicBlock(nnx.Module):
     n_mid = 1
 
     def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on=None, mid=None,
-                 *, rngs):
+                 torch_padding=False, *, rngs):
         cout = width
         (m1,) = mid or (width,)
-        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, m1, 3, strides=stride, rngs=rngs)
-        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, cout, 3, act=False, rngs=rngs)
+        p = _pad(torch_padding, 3)
+        self.conv1 = ConvBN(factory, f"{name}.conv1", cin, m1, 3, strides=stride, padding=p,
+                            rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, cout, 3, padding=p, act=False,
+                            rngs=rngs)
         self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
 
     def __call__(self, x):
@@ -55,12 +66,13 @@ class Bottleneck(nnx.Module):
     n_mid = 2
 
     def __init__(self, factory, name, cin, width, stride, shortcut="B", stride_on="3x3", mid=None,
-                 *, rngs):
+                 torch_padding=False, *, rngs):
         cout = width * 4
         m1, m2 = mid or (width, width)
         s1, s2 = (stride, 1) if stride_on == "1x1" else (1, stride)
         self.conv1 = ConvBN(factory, f"{name}.conv1", cin, m1, 1, strides=s1, rngs=rngs)
-        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, m2, 3, strides=s2, rngs=rngs)
+        self.conv2 = ConvBN(factory, f"{name}.conv2", m1, m2, 3, strides=s2,
+                            padding=_pad(torch_padding, 3), rngs=rngs)
         self.conv3 = ConvBN(factory, f"{name}.conv3", m2, cout, 1, act=False, rngs=rngs)
         self.shortcut = Shortcut(factory, f"{name}.shortcut", cin, cout, stride, shortcut, rngs)
 
@@ -77,11 +89,12 @@ class ResNet(nnx.Module):
       shortcut: 'A' or 'B'; stride_on: '1x1' or '3x3' (bottleneck only).
       mid_widths: per block, the inner conv widths (basic: [conv1]; bottleneck: [conv1, conv2]);
         ThiNet-pruned architectures. Default: the stage width.
+      torch_padding: pad ``k//2`` on both sides (PyTorch) instead of ``'SAME'``.
     """
 
     def __init__(self, block, depths, widths, num_classes, *, stem="cifar", stem_width=None,
                  shortcut="B", stride_on="3x3", in_channels=3, mid_widths=None,
-                 factory=ConvFactory(), rngs):
+                 torch_padding=False, factory=ConvFactory(), rngs):
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck'; got {block!r}")
         if stem not in ("cifar", "imagenet"):
@@ -93,9 +106,11 @@ class ResNet(nnx.Module):
         cls = BasicBlock if block == "basic" else Bottleneck
         c = stem_width or widths[0]
         if stem == "cifar":
-            self.stem = ConvBN(factory, "stem", in_channels, c, 3, rngs=rngs)
+            self.stem = ConvBN(factory, "stem", in_channels, c, 3,
+                               padding=_pad(torch_padding, 3), rngs=rngs)
         else:
-            self.stem = ConvBN(factory, "stem", in_channels, c, 7, strides=2, rngs=rngs)
+            self.stem = ConvBN(factory, "stem", in_channels, c, 7, strides=2,
+                               padding=_pad(torch_padding, 7), rngs=rngs)
         self.pool_stem = stem == "imagenet"
         blocks = []
         n_blocks = sum(depths)
@@ -107,7 +122,7 @@ class ResNet(nnx.Module):
                 stride = 2 if (s > 0 and b == 0) else 1
                 mid = tuple(mid_widths[len(blocks)]) if mid_widths is not None else None
                 blocks.append(cls(factory, f"stage{s + 1}.block{b}", c, width, stride, shortcut,
-                                  stride_on, mid, rngs=rngs))
+                                  stride_on, mid, torch_padding, rngs=rngs))
                 c = width * cls.expansion
         self.blocks = nnx.List(blocks)
         self.fc = classifier(factory, c, num_classes, rngs)

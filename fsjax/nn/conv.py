@@ -157,14 +157,17 @@ class FSConv(_Conv):
     """FSNet conv: filters are overlapping, circularly wrapped segments of one FS vector.
 
     Options: ``compression`` (rho, default 4; FS length ``max(K, floor(K*cout/rho))``),
-    ``offsets`` (segment starts; default the uniform layout of :func:`fsjax.ops.fs_offsets`).
+    ``offsets`` (segment starts; default the uniform layout of :func:`fsjax.ops.fs_offsets`),
+    ``layout`` (``'fsjax'``, or ``'official'`` for the official FSNet PyTorch code's filter
+    starts, to run its checkpoints: :func:`fsjax.ops.fs_official_index`; docs/layers.md).
     Parameters: ``fs`` (L,) and ``bias``.
     """
 
     kind = "fs"
 
-    def __init__(self, *args, compression: float = 4.0, offsets=None, **kw):
-        super().__init__(*args, compression=compression, offsets=offsets, **kw)
+    def __init__(self, *args, compression: float = 4.0, offsets=None, layout: str = "fsjax",
+                 **kw):
+        super().__init__(*args, compression=compression, offsets=offsets, layout=layout, **kw)
 
     def _init_params(self, stored, metadata):
         self.fs = nnx.Param(stored, **metadata)
@@ -177,7 +180,7 @@ class FSConv(_Conv):
         """Least-squares FS layer (:func:`fsjax.ops.fs_project`) from a dense conv's kernel."""
         layer = _like(cls, conv, rngs, compression=compression, **kw)
         layer.fs[...] = ops.fs_project(_kernel_of(conv), layer.spec.length,
-                                       layer.spec.np_offsets()).astype(layer.param_dtype)
+                                       index=layer.spec.fs_table()).astype(layer.param_dtype)
         _copy_bias(conv, layer)
         return layer
 
@@ -264,7 +267,7 @@ def _signature(cls, **options):
     cls.__init__.__signature__ = base.replace(parameters=params)
 
 
-_signature(FSConv, compression=4.0, offsets=None)
+_signature(FSConv, compression=4.0, offsets=None, layout="fsjax")
 _signature(DFSConv, location_mode="wrap", compression=4.0, offsets=None)
 _signature(KSConv, weighted=False, groups=None, alpha_mode="input")
 

@@ -125,7 +125,7 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
             layer = _like(cls, conv, rngs, compression=compression, name=name, **meta,
                           **layer_kw)
             if from_dense:
-                fs = ops.fs_project(_kernel_of(conv), layer.spec.length, layer.spec.np_offsets())
+                fs = ops.fs_project(_kernel_of(conv), layer.spec.length, index=layer.spec.fs_table())
                 layer.fs[...] = fs.astype(layer.param_dtype)
         else:
             groups = conv.in_features // group_size

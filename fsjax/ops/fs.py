@@ -33,7 +33,9 @@ __all__ = [
     "fs_kernel",
     "fs_project",
     "fs_from_dense",
+    "fs_official_starts",
     "fs_official_index",
+    "fs_official_kernel",
     "dfs_kernel",
     "dfs_locations",
     "dfs_init_raw",
@@ -129,14 +131,39 @@ def fs_index(kernel_shape, length: int, offsets) -> jax.Array | np.ndarray:
     return (xp.asarray(taps)[..., None] + offsets) % int(length)
 
 
+def fs_official_starts(cout: int, length: int) -> np.ndarray:
+    """Filter starts of the official FSNet PyTorch code (``Conv2d_dws``): ``float32(i * step)``
+    with ``step = L / (cout - 1)`` in float64, so the last filter starts at ``L`` (read from the
+    summary concatenated with itself, it is the first filter again).
+
+    Returns: float32 ``(cout,)``, ``starts[0] = 0``, ``starts[-1] = L``.
+    """
+    if cout < 2:
+        raise ValueError("the official FSNet layout needs cout >= 2 (its step is L/(cout-1))")
+    step = int(length) / (cout - 1)
+    return np.asarray([i * step for i in range(cout)], np.float64).astype(np.float32)
+
+
+def _official_index(xp, shape: tuple[int, ...], length: int):
+    cout, k = shape[-1], filter_size(shape)
+    if length < k:
+        raise ValueError(f"the official FSNet layout reads past its doubled summary: L = "
+                         f"{length} is shorter than a filter (K = {k}); it needs L >= K")
+    starts = xp.asarray(fs_official_starts(cout, length))
+    taps = xp.asarray(fs_taps(*shape[:-1]).astype(np.float32))  # exact: < 2**24
+    # float32 sum truncated to an integer, as `(ids0 + seg_end).long()` in the official code
+    flat = (taps[..., None] + starts).astype(xp.int32)
+    return flat % length
+
+
 def fs_official_index(kernel_shape, length: int) -> np.ndarray:
     """Index table of the official FSNet PyTorch code's layout (``Conv2d_dws``).
 
-    There ``step = L / (cout - 1)`` (float64), filter ``i`` starts at ``float32(i * step)``,
-    each tap's index ``float32(t) + start`` is a float32 sum truncated to an integer, and the
-    filters are read from the summary concatenated with itself, so the last filter starts
-    where the first does (index ``L`` is entry 0). Transcribed from that code's published
-    formula, in NumPy float32 (IEEE round-to-nearest, as PyTorch's CPU and CUDA adds).
+    There filter ``i`` starts at ``s_i`` (:func:`fs_official_starts`), each tap's index
+    ``float32(t) + s_i`` is a float32 sum truncated to an integer, and the filters are read
+    from the summary concatenated with itself, so the last filter starts where the first does
+    (index ``L`` is entry 0). Transcribed from that code's published formula, in NumPy float32
+    (IEEE round-to-nearest, as PyTorch's CPU and CUDA adds). The layout needs ``L >= K``.
 
     Args:
       kernel_shape: ``(*kernel_size, cin, cout)``; length: ``L``.
@@ -148,19 +175,27 @@ def fs_official_index(kernel_shape, length: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _official(shape: tuple[int, ...], length: int) -> np.ndarray:
-    cout, k = shape[-1], filter_size(shape)
-    if cout < 2:
-        raise ValueError("the official FSNet layout needs cout >= 2 (its step is L/(cout-1))")
-    step = length / (cout - 1)
-    starts = np.asarray([i * step for i in range(cout)], np.float64).astype(np.float32)
-    flat = (np.arange(k, dtype=np.float32)[:, None] + starts[None, :]).astype(np.int64)
-    if flat.max() >= 2 * length:
-        raise ValueError(f"the official FSNet layout reads past its doubled summary: L = "
-                         f"{length} is too short for filters of K = {k} (needs L >= K - 1)")
-    taps = fs_taps(*shape[:-1]).reshape(-1)  # position t of each (spatial..., c) tap
-    idx = (flat[taps] % length).astype(np.int32).reshape(shape)
+    idx = _official_index(np, shape, length).astype(np.int32)
     idx.setflags(write=False)
     return idx
+
+
+def fs_official_kernel(fs: jax.Array, kernel_shape) -> jax.Array:
+    """Dense kernel of an FS in the official FSNet layout (:func:`fs_official_index`), with the
+    index computed in-graph from ``K + cout`` constants (the same float32 adds, so the same
+    integers; no ``K*cout`` table is embedded in compiled programs).
+
+    Args:
+      fs: ``(L,)``; kernel_shape: ``(*kernel_size, cin, cout)``.
+    Returns:
+      ``(*kernel_size, cin, cout)``.
+    """
+    shape = check_kernel_shape(kernel_shape)
+    fs = jnp.asarray(fs)
+    if fs.ndim != 1:
+        raise ValueError(f"fs must be 1-D (L,); got shape {fs.shape}")
+    idx = _official_index(jnp, shape, fs.shape[0])
+    return fs.at[idx].get(mode="promise_in_bounds")
 
 
 def fs_kernel(fs: jax.Array, kernel_shape, offsets) -> jax.Array:
@@ -187,7 +222,20 @@ def fs_kernel(fs: jax.Array, kernel_shape, offsets) -> jax.Array:
     return fs.at[idx].get(mode="promise_in_bounds")
 
 
-def fs_project(kernel: jax.Array, length: int, offsets) -> jax.Array:
+def _table(shape, length, offsets, index) -> np.ndarray:
+    if (offsets is None) == (index is None):
+        raise ValueError("give exactly one of offsets (the (cout,) starts) or index (a full "
+                         "index table, e.g. fs_official_index)")
+    if index is None:
+        return np.asarray(fs_index(shape, length, np.asarray(offsets)))
+    index = np.asarray(index)
+    if index.shape != shape or index.min() < 0 or index.max() >= length:
+        raise ValueError(f"index must have the kernel's shape {shape} with entries in "
+                         f"[0, {length}); got shape {index.shape}")
+    return index
+
+
+def fs_project(kernel: jax.Array, length: int, offsets=None, *, index=None) -> jax.Array:
     """Least-squares Filter Summary for a dense kernel.
 
     Minimises ``||fs_kernel(fs) - kernel||^2``: each FS entry is the mean of the dense weights
@@ -196,19 +244,20 @@ def fs_project(kernel: jax.Array, length: int, offsets) -> jax.Array:
     Args:
       kernel: ``(*kernel_size, cin, cout)`` dense kernel.
       length: FS length ``L``.
-      offsets: ``(cout,)`` segment starts.
+      offsets: ``(cout,)`` segment starts, or ``index``: the layer's full index table
+        (``(*kernel_size, cin, cout)`` in [0, L); e.g. :func:`fs_official_index`).
     Returns:
       ``(L,)`` filter summary.
     """
     shape = check_kernel_shape(kernel.shape, "kernel.shape")
-    idx = np.asarray(fs_index(shape, length, np.asarray(offsets)))
+    idx = _table(shape, int(length), offsets, index)
     flat = jnp.reshape(kernel, (-1,))
     sums = jax.ops.segment_sum(flat, idx.reshape(-1), num_segments=int(length))
     counts = np.bincount(idx.reshape(-1), minlength=int(length))
     return sums / jnp.asarray(np.maximum(counts, 1), dtype=kernel.dtype)
 
 
-def fs_from_dense(kernel: jax.Array, length: int, offsets) -> jax.Array:
+def fs_from_dense(kernel: jax.Array, length: int, offsets=None, *, index=None) -> jax.Array:
     """Filter Summary whose entries are the dense weights that first read them.
 
     Entry ``j`` takes ``kernel.reshape(-1)[p]`` for the smallest flat (C-order) position ``p``
@@ -217,12 +266,13 @@ def fs_from_dense(kernel: jax.Array, length: int, offsets) -> jax.Array:
     share an entry (compression 1) ``fs_kernel(fs_from_dense(k)) == k`` exactly.
 
     Args:
-      kernel: ``(*kernel_size, cin, cout)``; length: ``L``; offsets: ``(cout,)`` starts.
+      kernel: ``(*kernel_size, cin, cout)``; length: ``L``; offsets: ``(cout,)`` starts, or
+        ``index``: the full index table (as :func:`fs_project`).
     Returns:
       ``(L,)``.
     """
     shape = check_kernel_shape(kernel.shape, "kernel.shape")
-    idx = np.asarray(fs_index(shape, length, np.asarray(offsets))).reshape(-1)
+    idx = _table(shape, int(length), offsets, index).reshape(-1)
     entries, first = np.unique(idx, return_index=True)
     out = jnp.zeros((int(length),), kernel.dtype)
     return out.at[entries].set(jnp.reshape(kernel, (-1,))[first])

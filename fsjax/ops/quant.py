@@ -24,9 +24,9 @@ def check_bits(bits, where: str = "bits") -> int:
 
 
 def fs_chunk_groups(length: int, offsets) -> np.ndarray:
-    """``(L,)`` group of each FS entry: the filter whose segment starts at or before it
-    (entries before the first start belong to the last filter: the circle wraps)."""
-    offsets = np.asarray(offsets)
+    """``(L,)`` group of each FS entry: the (distinct, sorted) filter start at or before it
+    (entries before the first start belong to the last one: the circle wraps)."""
+    offsets = np.unique(np.asarray(offsets))
     g = np.searchsorted(offsets, np.arange(length), side="right") - 1
     return np.where(g < 0, len(offsets) - 1, g).astype(np.int32)
 

@@ -228,7 +228,7 @@ def _set_kernel(layer, dense, errors: dict) -> None:
         layer.kernel[...] = dense.astype(layer.kernel[...].dtype)
         return
     else:
-        fs = ops.fs_project(dense, layer.spec.length, layer.spec.np_offsets())
+        fs = ops.fs_project(dense, layer.spec.length, index=layer.spec.fs_table())
         layer.fs[...] = fs.astype(layer.fs[...].dtype)
     err = jnp.linalg.norm(layer.dense_kernel() - dense) / jnp.maximum(jnp.linalg.norm(dense),
                                                                        1e-30)

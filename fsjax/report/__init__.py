@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fsjax import ops
 from fsjax.spec import ConvSpec, record_calls
 
 __all__ = ["LayerRow", "layer_rows", "summarize", "format_table", "report"]
@@ -52,7 +51,7 @@ def _conv_macs(spec: ConvSpec, in_shape, out_shape) -> tuple[int, int]:
         return macs, macs
     if spec.kind not in ("fs", "dfs"):
         return dense, dense
-    idx = np.asarray(ops.fs_index(spec.kernel_shape, spec.length, spec.np_offsets()))
+    idx = spec.fs_table()
     distinct = sum(len(np.unique(idx[..., c, :])) for c in range(cin_g))
     # each input pixel of each channel meets at most `distinct` FS entries over all taps/filters
     reuse = pix_in * distinct * spec.feature_group_count
