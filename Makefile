@@ -27,7 +27,7 @@ run: install data
 	$(BIN)/python -m train.main
 
 test: install data
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
 
 lint: install
 	$(BIN)/ruff check .
