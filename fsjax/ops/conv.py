@@ -21,8 +21,8 @@ PaddingLike = str | int | Sequence[int | tuple[int, int]]
 LAX_PADDINGS = ("SAME", "VALID", "SAME_LOWER")  # lax accepts these in any letter case
 PAD_MODES = ("CIRCULAR", "REFLECT", "CAUSAL")  # Flax's own modes (upper case, as Flax compares)
 
-__all__ = ["conv", "kernel_size_tuple", "broadcast_dims", "canonical_padding", "conv_output_shape",
-           "LAX_PADDINGS", "PAD_MODES"]
+__all__ = ["conv", "materialize_on_cpu", "kernel_size_tuple", "broadcast_dims",
+           "canonical_padding", "conv_output_shape", "LAX_PADDINGS", "PAD_MODES"]
 
 
 def kernel_size_tuple(kernel_size, where: str = "kernel_size") -> tuple[int, ...]:
@@ -78,6 +78,31 @@ def canonical_padding(padding: PaddingLike, rank: int) -> str | list[tuple[int, 
         raise ValueError(f"padding {padding!r} is not valid; valid: a string, an int, or {rank} "
                          f"ints / (low, high) pairs (one per spatial dim)")
     return pads  # type: ignore[return-value]
+
+
+def _materialize(x: jax.Array) -> jax.Array:
+    """``x`` unchanged, passed through an identity ``lax.cond`` on a runtime predicate so that
+    XLA must write it to memory once instead of fusing the elementwise ops that produced it
+    into each consumer.
+
+    Why (XLA:CPU only; docs/performance.md, "Recomputed activations"): the weight gradient of a
+    conv reads its input transposed to ``(cin, *spatial, batch)``, and XLA:CPU fuses the whole
+    chain of BatchNorm/ReLU/residual-add ops behind that input into the transposing loop,
+    recomputing it with cache-hostile strides - 40-95 ms per transpose in a CIFAR ResNet-20
+    step, a third of the step. ``lax.optimization_barrier`` does not help: XLA:CPU removes
+    barriers before fusion. Values are unchanged: the second branch (taken when ``x[0]`` is
+    NaN) multiplies by one, which is exact; JAX drops a cond whose branches are identical.
+    """
+    if x.size == 0:
+        return x
+    v = x.reshape(-1)[0]
+    return lax.cond(v == v, lambda t: t, lambda t: t * jnp.ones((), t.dtype), x)
+
+
+def materialize_on_cpu(x: jax.Array) -> jax.Array:
+    """:func:`_materialize` when lowered for the CPU, the identity elsewhere (the GPU and TPU
+    programs are unchanged)."""
+    return lax.platform_dependent(x, cpu=_materialize, default=lambda t: t)
 
 
 def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
@@ -149,6 +174,7 @@ def conv(
     if preferred_element_type is not None:
         kw["preferred_element_type"] = preferred_element_type
     fn = conv_general_dilated or lax.conv_general_dilated
+    x = materialize_on_cpu(x)
     y = fn(x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
            dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,
            precision=precision, **kw)
