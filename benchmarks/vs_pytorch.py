@@ -137,6 +137,7 @@ def torch_step(model_name, kind, batch):
 def fsjax_step(model_name, kind, batch):
     from configs.variants import apply_variant
     from train import configlib
+    from train.loop import make_mesh
     from train.model_fn import ModelFn, make_train_step
     from train.optim import make_optimizer
     from train.trainer import build_model
@@ -153,8 +154,7 @@ def fsjax_step(model_name, kind, batch):
     f = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.float32), donate_argnums=(0,))
     x = jax.random.randint(jax.random.key(0), (batch, 32, 32, 3), 0, 256).astype(jnp.uint8)
     y = jnp.arange(batch) % 10
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-    P = jax.sharding.PartitionSpec
+    mesh, P = make_mesh(), jax.sharding.PartitionSpec  # the trainer's 1-D data mesh
     x, y = (jax.device_put(v, jax.sharding.NamedSharding(mesh, P("data"))) for v in (x, y))
     state["ts"] = jax.device_put(state["ts"], jax.sharding.NamedSharding(mesh, P()))
     key = jax.random.key(1)

@@ -88,8 +88,8 @@ def _materialize(x: jax.Array) -> jax.Array:
     Why (XLA:CPU only; docs/performance.md, "Recomputed activations"): the weight gradient of a
     conv reads its input transposed to ``(cin, *spatial, batch)``, and XLA:CPU fuses the whole
     chain of BatchNorm/ReLU/residual-add ops behind that input into the transposing loop,
-    recomputing it with cache-hostile strides - 40-95 ms per transpose in a CIFAR ResNet-20
-    step, a third of the step. ``lax.optimization_barrier`` does not help: XLA:CPU removes
+    recomputing it with cache-hostile strides - up to 95 ms per transpose, about a third of a
+    CIFAR ResNet-20 training step in all. ``lax.optimization_barrier`` does not help: XLA:CPU removes
     barriers before fusion. Values are unchanged: the second branch (taken when ``x[0]`` is
     NaN) multiplies by one, which is exact; JAX drops a cond whose branches are identical.
     """
