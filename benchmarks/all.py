@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import inference_latency, layers, thinet_select, train_throughput
+from benchmarks import inference_latency, layers, thinet_select, thinet_vgg, train_throughput
 
 
 def main(argv=None):
@@ -17,7 +17,7 @@ def main(argv=None):
     out = {}
     for name, mod in (("layers", layers), ("train_throughput", train_throughput),
                       ("inference_latency", inference_latency),
-                      ("thinet_select", thinet_select)):
+                      ("thinet_select", thinet_select), ("thinet_vgg", thinet_vgg)):
         print(f"== {name}")
         out[name] = mod.main(extra)
     return out

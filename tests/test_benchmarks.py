@@ -8,12 +8,17 @@ from benchmarks import all as bench_all
 
 def test_benchmarks_small(tmp_path):
     out = bench_all.main(["--small", "--json-dir", str(tmp_path)])
-    assert set(out) == {"layers", "train_throughput", "inference_latency", "thinet_select"}
+    assert set(out) == {"layers", "train_throughput", "inference_latency", "thinet_select",
+                        "thinet_vgg"}
     for name in out:
         with open(os.path.join(tmp_path, f"{name}.json")) as f:
             data = json.load(f)
         assert data["rows"] and data["env"]["backend"] == "cpu"
     assert all(r["same_selection"] for r in out["thinet_select"])
+    vgg = {r["row"]: r for r in out["thinet_vgg"]}
+    assert len(vgg) == 5 and all(r["f_ms"] > 0 and r["b_ms"] > 0 for r in vgg.values())
+    assert vgg["ThiNet-Tiny"]["FLOPs_B"] < vgg["ThiNet-GAP"]["FLOPs_B"] < vgg["original"][
+        "FLOPs_B"]
 
 
 def test_pareto_front_and_plot(tmp_path):

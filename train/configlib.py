@@ -17,7 +17,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
                  "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
-                 "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding")
+                 "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding",
+                 "head", "fc_width")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -37,6 +38,7 @@ def base() -> ml_collections.ConfigDict:
     c.conv.overrides = ml_collections.ConfigDict({}, type_safe=False)
     c.init_from = ""         # workdir of a trained dense run: project its kernels (fs_project)
     c.init_weights = ""      # an fsjax.export path (no suffix): start from these weights
+    c.arch_from = ""         # a run (or export) whose architecture to train from scratch
     c.num_epochs = 3
     c.batch_size = 128
     c.eval_batch_size = 1000
@@ -97,6 +99,7 @@ HELP = {
     "conv.overrides": "{layer-name glob: kind or dict of options}, later patterns win",
     "init_from": "workdir of a trained dense run: project its kernels onto this model",
     "init_weights": "an fsjax.export path (no suffix): start from these weights",
+    "arch_from": "pruning/training workdir or export path: its architecture, fresh weights",
     "num_epochs": "epochs to train (may grow on resume)",
     "batch_size": "global training batch (divides by the device count)",
     "eval_batch_size": "evaluation batch (divides by the device count)",

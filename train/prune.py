@@ -2,11 +2,15 @@
 configs/thinet/<...>.py [--config.key=value ...] [--workdir DIR]``.
 
 Steps (each its own directory under the workdir, so an interrupted run resumes per layer):
-``dense/`` trains the unpruned model unless ``prune.source`` names a trained run; then for
-every prunable pair, ``stageNN-<layer>/`` prunes it (ThiNet or a baseline criterion) on
-``prune.samples_per_class`` training images per class and fine-tunes ``prune.finetune_epochs``;
-``final/`` fine-tunes ``prune.final_epochs``. Each stage's checkpoints carry the pruned
-architecture (widths), so the model reloads without the original.
+``dense/`` trains the unpruned model unless ``prune.source`` names a trained run; with
+``prune.target`` (a published VGG-16 architecture: thinet_conv, thinet_gap, thinet_tiny) whose
+head differs from the source's, ``head-<head>/`` replaces the head and fine-tunes
+``prune.head_epochs``; then for every prunable pair (``prune.layers`` at ``prune.ratio``, or
+every conv wider than the target), ``stageNN-<layer>/`` prunes it (ThiNet or a baseline
+criterion) on ``prune.samples_per_class`` training images per class and fine-tunes
+``prune.finetune_epochs``; ``final/`` fine-tunes ``prune.final_epochs``. Each stage's
+checkpoints carry the pruned architecture (widths, head), so the model reloads without the
+original, and ``--config.arch_from=<workdir>`` of ``train.main`` trains it from scratch.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def _stage(c, workdir, init, meta, epochs, lr):
         if k in s.conv and k != "overrides":
             s.conv[k] = v
     s.init_weights = init or ""
+    if "arch_from" in s:
+        s.arch_from = ""  # the stage's architecture is the pruned one, from init
     s.num_epochs = max(1, epochs)
     s.optimizer.lr = lr
     s.schedule.name = "cosine"
@@ -76,16 +82,32 @@ def prune(c, workdir: str) -> list[dict]:
     pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
         :p.samples_per_class] for k in range(ds.num_classes)])
     images = normalize(jnp.asarray(ds.train_images[np.sort(pick)]), ds.mean, ds.std)
-    pairs = thinet.prunable_pairs(meta, list(p.layers) or None)
-    for i, pair in enumerate(pairs):
+    head, plan = _plan(p, meta, thinet)
+    ran = False
+    if head:
+        stage = os.path.join(workdir, f"head-{head}")
+        done = os.path.exists(os.path.join(stage, "results.json"))
+        epochs = p.get("head_epochs", p.finetune_epochs)
+        _say(f"== head: replace the {meta['model_kw'].get('head') or 'default'} head by "
+             f"'{head}', fine-tune {epochs} epochs in {stage}" + (" - done, skipped" if done
+                                                                   else ""))
+        if not done:
+            new, new_meta = thinet.replace_head(model, meta, head)
+            init = os.path.join(stage, "init")
+            export.save(init, new, new_meta)
+            _stage(c, stage, init, new_meta, epochs, p.finetune_lr)
+        model, meta = restore(stage, "latest")
+        rows.append(dict(stage=f"head-{head}", **_summary(model, meta, stage)))
+        ran = True
+    for i, (pair, ratio) in enumerate(plan):
         stage = os.path.join(workdir, f"stage{i:02d}-{pair.producer}")
         done = os.path.exists(os.path.join(stage, "results.json"))
-        _say(f"== stage {i + 1}/{len(pairs)}: prune {pair.producer} to {p.ratio:g} of its "
+        _say(f"== stage {i + 1}/{len(plan)}: prune {pair.producer} to {1 - ratio:.4g} of its "
              f"filters ({p.criterion}), fine-tune {p.finetune_epochs} epochs in {stage}"
              + (" - done, skipped" if done else ""))
         if not done:
             model.eval()
-            new, new_meta, kept = thinet.prune_pair(model, meta, pair, images, p.ratio,
+            new, new_meta, kept = thinet.prune_pair(model, meta, pair, images, ratio,
                                                     p.criterion, p.samples_per_image, c.seed)
             new_meta = dict(new_meta, kept={pair.producer: kept.tolist()})
             init = os.path.join(stage, "pruned")
@@ -93,8 +115,9 @@ def prune(c, workdir: str) -> list[dict]:
             _stage(c, stage, init, new_meta, p.finetune_epochs, p.finetune_lr)
         model, meta = restore(stage, "latest")
         rows.append(dict(stage=pair.producer, **_summary(model, meta, stage)))
+        ran = True
     final = os.path.join(workdir, "final")
-    if pairs:
+    if ran:
         _say(f"== final: fine-tune {p.final_epochs} epochs in {final}")
         export.save(os.path.join(final, "init"), model, meta)
         _stage(c, final, os.path.join(final, "init"), meta, p.final_epochs, p.final_lr)
@@ -104,6 +127,37 @@ def prune(c, workdir: str) -> list[dict]:
     _say("== pruning summary (test accuracy after each stage's fine-tuning)")
     _print(rows)
     return rows
+
+
+def _plan(p, meta, thinet):
+    """``(new head or None, [(pair, ratio), ...])``. ``prune.target`` (a published VGG-16
+    architecture, ``thinet.VGG16_TARGETS``) prunes every conv wider than its target width
+    (kept fractions of ``prune.base_widths``, default VGG-16's) and sets the target's head
+    first; otherwise ``prune.layers`` (default: the paper's) at ``prune.ratio``."""
+    target = p.get("target", "")
+    if not target:
+        return None, [(pair, p.ratio) for pair in
+                      thinet.prunable_pairs(meta, list(p.layers) or None)]
+    if meta["model"] != "vgg16":
+        raise ValueError(f"config.prune.target = {target!r} is a VGG-16 architecture; the "
+                         f"source model is {meta['model']!r}")
+    want = thinet.target_widths(target, p.get("base_widths", ()) or None)
+    from fsjax.models.vgg import VGG16_CFG
+
+    have = list(meta["model_kw"].get("widths") or [v for v in VGG16_CFG if v != "M"])
+    names = thinet.VGG_NAMES
+    narrow = [(n, h, w) for n, h, w in zip(names, have, want, strict=True) if h < w]
+    if narrow:
+        n, h, w = narrow[0]
+        raise ValueError(f"config.prune.target = {target!r}: the source's {n} has {h} "
+                         f"filters, fewer than the target's {w} (set prune.base_widths to the "
+                         f"original model's widths)")
+    layers = [n for n, h, w in zip(names, have, want, strict=True) if h > w]
+    ratios = {n: 1 - w / h for n, h, w in zip(names, have, want, strict=True)}
+    head = thinet.VGG16_TARGETS[target]["head"]
+    head = head if head and head != (meta["model_kw"].get("head") or "") else None
+    return head, [(pair, ratios[pair.producer]) for pair in
+                  thinet.prunable_pairs(meta, layers)] if layers else []
 
 
 def _summary(model, meta, workdir):

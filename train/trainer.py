@@ -16,7 +16,7 @@ import numpy as np
 
 from fsjax import export, models, quant, report
 from fsjax.nn import DFSConv
-from train import configlib, health
+from train import arch, configlib, health
 from train.ckpt import Checkpoints, step_dirs, steps_text
 from train.loop import Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
@@ -99,6 +99,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     ``config_name`` (e.g. ``configs/cifar10/models.py:resnet56,dense``) labels the results.
     """
     t_start = time.perf_counter()
+    c = arch.apply(c)
     configlib.validate(c)
     mesh = make_mesh()
     check_batch(c.batch_size, mesh)

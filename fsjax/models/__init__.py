@@ -3,9 +3,10 @@
 Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``, ``depth``),
 resnet164 (CIFAR, bottleneck), resnet18/34/50 (``stem='imagenet'|'cifar'``, ``depths``,
 ``widths``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'`` torchvision), vgg16
-(``variant='cifar'|'imagenet'``, ``widths``), mobilenet_v1 (``width``, ``stem_stride``),
-densenet_bc100 (``depth``, ``growth``), darts_search (``cells``, ``channels``), darts_eval
-(``genotype``, ``cells``, ``channels``, ``auxiliary``, ``drop_path``).
+(``variant='cifar'|'imagenet'``, ``widths``, ``head='fc'|'linear'|'gap'``, ``fc_width``),
+mobilenet_v1 (``width``, ``stem_stride``), densenet_bc100 (``depth``, ``growth``),
+darts_search (``cells``, ``channels``), darts_eval (``genotype``, ``cells``, ``channels``,
+``auxiliary``, ``drop_path``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 filters of layer i (and their BN channels), rescale layer i+1 by least squares, and rebuild a
 physically smaller model.
 
-Prunable pairs (the papers' choice): VGG-16 ``conv1_1 .. conv4_3`` (each with its next conv);
-ResNet basic blocks: ``conv1`` (-> ``conv2``); bottlenecks: ``conv1`` and ``conv2``
-(branch2a/2b, -> ``conv2``/``conv3``). Shortcuts and block outputs are never pruned.
+Prunable pairs (the papers' choice): VGG-16 ``conv1_1 .. conv4_3`` (each with its next conv;
+``conv5_1 .. conv5_3`` on request, ``conv5_3`` with the head's first FC layer as its
+consumer, as ThiNet-Tiny needs); ResNet basic blocks: ``conv1`` (-> ``conv2``); bottlenecks:
+``conv1`` and ``conv2`` (branch2a/2b, -> ``conv2``/``conv3``). Shortcuts and block outputs are never pruned.
 FS layers (and DFS layers once their locations are frozen) are pruned on their materialised
 kernels; the pruned layer is rebuilt as FS at the same compression (a shorter summary) whose
 summary is the least-squares projection of the kept filters; the relative projection error
@@ -29,11 +30,22 @@ from fsjax.ops.thinet import least_squares_scale, sample_positions, select_chann
 from fsjax.spec import record_calls
 
 __all__ = ["select_channels", "least_squares_scale", "Pair", "prunable_pairs", "prune_pair",
-           "CRITERIA", "keep_count"]
+           "CRITERIA", "keep_count", "VGG16_TARGETS", "target_widths", "replace_head",
+           "published_architecture", "paper_counts"]
 
 CRITERIA = ("thinet", "thinet_stepwise", "thinet_stepwise_exact", "random", "weight_sum", "apoz")
-VGG_DEFAULT = tuple(f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3))
-                    for i in range(1, n + 1))
+VGG_NAMES = tuple(f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+                  for i in range(1, n + 1))
+VGG_DEFAULT = VGG_NAMES[:10]
+HEAD = "head"  # consumer name of the last conv: the head's first FC layer
+# ThiNet's VGG-16 architectures (the authors' released prototxts): the fraction of each conv's
+# original filters kept, and the head (None: unchanged).
+VGG16_TARGETS = {
+    "thinet_conv": dict(keep={n: 0.5 for n in VGG_DEFAULT}, head=None),
+    "thinet_gap": dict(keep={n: 0.5 for n in VGG_DEFAULT}, head="gap"),
+    "thinet_tiny": dict(keep={**{n: 0.25 for n in VGG_NAMES[:12]}, "conv5_3": 0.5},
+                        head="gap"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +61,13 @@ def prunable_pairs(meta: dict, layers=None) -> list[Pair]:
     conv1_1..conv4_3; ResNets: all eligible)."""
     name = meta["model"]
     if name == "vgg16":
-        names = [f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-                 for i in range(1, n + 1)]
         want = set(layers or VGG_DEFAULT)
-        return [Pair(a, b, ("widths", i)) for i, (a, b) in enumerate(zip(names[:-1], names[1:], strict=True))
-                if a in want]
+        bad = sorted(want - set(VGG_NAMES))
+        if bad:
+            raise ValueError(f"ThiNet: VGG-16 has no conv {bad[0]!r}; prunable: conv1_1 .. "
+                             f"conv5_3")
+        return [Pair(a, b, ("widths", i)) for i, (a, b) in
+                enumerate(zip(VGG_NAMES, VGG_NAMES[1:] + (HEAD,), strict=True)) if a in want]
     if not name.startswith("resnet"):
         raise ValueError(f"ThiNet pairs are defined for vgg16 and the ResNets; got {name!r}")
     model = export.build(meta)
@@ -66,6 +80,36 @@ def prunable_pairs(meta: dict, layers=None) -> list[Pair]:
             if layers is None or p in layers:
                 out.append(Pair(p, f"{prefix}.{convs[j + 1]}", ("mid_widths", bi, j)))
     return out
+
+
+def target_widths(target: str, base=None) -> list[int]:
+    """Per-conv widths of a published VGG-16 ThiNet target (``VGG16_TARGETS``), as kept
+    fractions (``keep_count``) of ``base`` (default: VGG-16's 64 .. 512)."""
+    if target not in VGG16_TARGETS:
+        raise ValueError(f"unknown ThiNet target {target!r}; valid: {', '.join(VGG16_TARGETS)}")
+    from fsjax.models.vgg import VGG16_CFG
+
+    base = list(base) if base else [v for v in VGG16_CFG if v != "M"]
+    if len(base) != len(VGG_NAMES):
+        raise ValueError(f"ThiNet target base widths must list {len(VGG_NAMES)} widths; got "
+                         f"{len(base)}")
+    keep = VGG16_TARGETS[target]["keep"]
+    return [keep_count(w, 1 - keep[n]) if n in keep else w
+            for w, n in zip(base, VGG_NAMES, strict=True)]
+
+
+def replace_head(model, meta: dict, head: str):
+    """VGG-16 with another head (``'gap'``: ThiNet-GAP's global average pooling + one FC):
+    returns ``(new_model, new_meta)``. Convs, BN and any head parameter whose shape still
+    matches (the classifier of a ``'linear'`` head) are copied; the others start fresh
+    (an ``'fc'`` head's replacement), so fine-tune after."""
+    if meta["model"] != "vgg16":
+        raise ValueError(f"head replacement is defined for vgg16; got {meta['model']!r}")
+    new_meta = dict(meta, model_kw=dict(meta.get("model_kw", {}), head=head))
+    new_meta.pop("layers", None)
+    new = export.build(new_meta, dtype=getattr(model.layers[0].conv, "dtype", None))
+    export.copy_matching(new, model)
+    return new, new_meta
 
 
 def keep_count(channels: int, ratio: float) -> int:
@@ -119,6 +163,9 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}")
+    if pair.consumer == HEAD:
+        return _prune_into_head(model, meta, pair, images, ratio, criterion, samples_per_image,
+                                seed)
     ppath, producer = _find(model, pair.producer)
     cpath, consumer = _find(model, pair.consumer)
     for layer in (producer.conv, consumer.conv):
@@ -129,9 +176,9 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     # pruned layer has valid groups again: select among groups of g channels
     g = c // consumer.conv.spec.groups if consumer.conv.spec.kind in ("ks", "wks") else 1
     keep = max(1, keep_count(c, ratio) // g)
-    # a stable per-layer key (Python's str hash differs between processes)
-    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(pair.producer.encode()) % 2 ** 31)
+    key = _layer_key(seed, pair.producer)
     w_kernel = consumer.conv.dense_kernel()
+    x_hat = None
     if criterion.startswith("thinet"):
         s = consumer.conv.spec
         if (s.rank != 2 or s.dilation != (1, 1) or s.input_dilation not in ((), (1, 1))
@@ -145,14 +192,9 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
                                samples_per_image)
         x_hat = ops.contributions(x_in, w_kernel, *idx, strides=s.strides, padding=s.padding)
         x_hat = x_hat.reshape(x_hat.shape[0], c // g, g).sum(2)  # per group (g=1: channel)
-        method = {"thinet": "greedy", "thinet_stepwise": "stepwise",
-                  "thinet_stepwise_exact": "stepwise_exact"}[criterion]
-        kept = select_channels(x_hat, keep, method)
-        scale = least_squares_scale(x_hat, x_hat.sum(1), kept)
-    else:
-        scores = np.asarray(_scores(criterion, producer, x_in, key)).reshape(c // g, g).sum(1)
-        kept = np.sort(np.argsort(-scores)[:keep]).astype(np.int32)
-        scale = jnp.ones(len(kept))
+    scores = lambda: np.asarray(_scores(criterion, producer, x_in, key)).reshape(
+        c // g, g).sum(1)
+    kept, scale = _select(criterion, x_hat, keep, scores)
     kept_groups, kept = kept, (kept[:, None] * g + np.arange(g)).reshape(-1).astype(np.int32)
     new_meta = _shrunk_meta(meta, pair, len(kept))
     new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
@@ -161,17 +203,81 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     _, ncons = _find(new, pair.consumer)
     errors: dict[str, float] = {}
     _prune_outputs(producer.conv, nprod.conv, kept, errors)
-    if nprod.conv.bias is not None:
-        nprod.conv.bias[...] = producer.conv.bias[...][kept]
-    if getattr(nprod, "bn", None) is not None:
-        for attr in ("scale", "bias", "mean", "var"):
-            getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
+    _copy_out_channels(producer, nprod, kept)
     _prune_inputs(consumer.conv, ncons.conv, kept, kept_groups, scale, errors)
     if ncons.conv.bias is not None:
         ncons.conv.bias[...] = consumer.conv.bias[...]
     if errors:
         new_meta = dict(new_meta, projection_error=errors)
     return new, new_meta, kept
+
+
+def _layer_key(seed: int, name: str):
+    """A stable per-layer key (Python's str hash differs between processes)."""
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) % 2 ** 31)
+
+
+def _select(criterion, x_hat, keep, scores_fn):
+    """``(kept indices, least-squares scale)`` of one selection over ``x_hat (m, C)``."""
+    if criterion.startswith("thinet"):
+        method = {"thinet": "greedy", "thinet_stepwise": "stepwise",
+                  "thinet_stepwise_exact": "stepwise_exact"}[criterion]
+        kept = select_channels(x_hat, keep, method)
+        return kept, least_squares_scale(x_hat, x_hat.sum(1), kept)
+    scores = np.asarray(scores_fn())
+    kept = np.sort(np.argsort(-scores)[:keep]).astype(np.int32)
+    return kept, jnp.ones(len(kept))
+
+
+def _prune_into_head(model, meta, pair, images, ratio, criterion, samples_per_image, seed):
+    """Prune the last conv against the head's first FC layer: its input is the ``(N, S, C)``
+    feature map (``model.features``) and its kernel reshapes to ``(S, C, out)``, i.e. a
+    VALID ``(1, S)`` conv over a ``(N, 1, S, C)`` input, so the conv contributions apply."""
+    _, producer = _find(model, pair.producer)
+    _check_prunable(producer.conv.spec)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def feats(state, x):
+        m = nnx.merge(graphdef, state)
+        m.eval()
+        return m.features(x)
+
+    f = jnp.concatenate([feats(state, images[i:i + 256]) for i in range(0, len(images), 256)])
+    n, s, c = f.shape
+    fc = model.head[0]
+    w = fc.kernel[...].reshape(s, c, -1)
+    key = _layer_key(seed, pair.producer)
+    keep = keep_count(c, ratio)
+    x_hat = None
+    if criterion.startswith("thinet"):
+        img, _, _, oc = sample_positions(key, n, (1, 1), w.shape[-1], samples_per_image)
+        zeros = jnp.zeros_like(img)
+        x_hat = ops.contributions(f[:, None], w[None], img, zeros, zeros, oc, padding="VALID")
+    scores = lambda: _scores(criterion, producer, f[:, None], key)
+    kept, scale = _select(criterion, x_hat, keep, scores)
+    new_meta = _shrunk_meta(meta, pair, len(kept))
+    new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
+    export.copy_matching(new, model)
+    _, nprod = _find(new, pair.producer)
+    errors: dict[str, float] = {}
+    _prune_outputs(producer.conv, nprod.conv, kept, errors)
+    _copy_out_channels(producer, nprod, kept)
+    k = w[:, kept, :] * jnp.asarray(scale).astype(w.dtype)[None, :, None]
+    new.head[0].kernel[...] = k.reshape(-1, k.shape[-1])
+    new.head[0].bias[...] = fc.bias[...]
+    if errors:
+        new_meta = dict(new_meta, projection_error=errors)
+    return new, new_meta, kept
+
+
+def _copy_out_channels(producer, nprod, kept) -> None:
+    """The producer's bias and BN follow its kept filters."""
+    if nprod.conv.bias is not None:
+        nprod.conv.bias[...] = producer.conv.bias[...][kept]
+    if getattr(nprod, "bn", None) is not None:
+        for attr in ("scale", "bias", "mean", "var"):
+            getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
 
 
 def _check_prunable(spec) -> None:
@@ -257,22 +363,28 @@ def _shrunk_meta(meta, pair, keep):
 def published_architecture(name: str) -> dict:
     """Model metadata of the published ThiNet ImageNet architectures (no data needed).
 
-    VGG-16 ThiNet-Conv (50% of conv1_1..conv4_3 filters pruned); ResNet-50 (Caffe stride)
+    VGG-16: ``vgg16`` (the original, FC head), ``vgg16_thinet_conv`` (50% of conv1_1..conv4_3
+    filters pruned; the train-from-scratch row has the same architecture),
+    ``vgg16_thinet_gap`` (ThiNet-Conv with the FC layers replaced by global average pooling
+    and one FC) and ``vgg16_thinet_tiny`` (25% of conv1_1..conv5_2 and 50% of conv5_3 kept,
+    GAP head), as in the authors' released prototxts. ResNet-50 (Caffe stride)
     ThiNet-70/50/30 (30/50/70% of branch2a/2b filters pruned).
     """
-    if name == "vgg16_thinet_conv":
-        widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-        widths = [keep_count(w, 0.5) if i < 10 else w for i, w in enumerate(widths)]
-        return dict(model="vgg16", num_classes=1000,
-                    model_kw=dict(variant="imagenet", widths=widths), conv=dict(kind="dense"))
+    vgg = dict(model="vgg16", num_classes=1000, conv=dict(kind="dense"))
+    if name == "vgg16":
+        return dict(vgg, model_kw=dict(variant="imagenet"))
+    if name.startswith("vgg16_") and name[6:] in VGG16_TARGETS:
+        t = VGG16_TARGETS[name[6:]]
+        kw = dict(variant="imagenet", widths=target_widths(name[6:]))
+        return dict(vgg, model_kw=dict(kw, head=t["head"]) if t["head"] else kw)
     ratios = {"resnet50_thinet70": 0.3, "resnet50_thinet50": 0.5, "resnet50_thinet30": 0.7}
     if name in ratios:
         base = [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
         mids = [[keep_count(w, ratios[name])] * 2 for w in base]
         return dict(model="resnet50", num_classes=1000, conv=dict(kind="dense"),
                     model_kw=dict(stem="imagenet", stride_on="1x1", mid_widths=mids))
-    raise ValueError(f"unknown published architecture {name!r}; valid: vgg16_thinet_conv, "
-                     f"{', '.join(ratios)}")
+    valid = ["vgg16"] + [f"vgg16_{t}" for t in VGG16_TARGETS] + list(ratios)
+    raise ValueError(f"unknown published architecture {name!r}; valid: {', '.join(valid)}")
 
 
 def paper_counts(model: nnx.Module, input_shape) -> tuple[int, float]:
