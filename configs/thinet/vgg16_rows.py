@@ -31,8 +31,10 @@ keep the paper's ratios. Commands, in order (each row reads the previous row's r
 (with ``,0.25`` the directory is ``runs/thinet-vgg16-w0.25/``). Recipe: SGD momentum 0.9,
 weight decay 5e-4, batch 128, cosine lr 0.05 for ``num_epochs`` = 30 (original, scratch);
 pruning stages fine-tune 1 epoch at lr 0.01, then 10 final epochs at lr 0.01.
-Result: docs/results.md (the ImageNet counts and CPU f./b. times; the CIFAR rows say whether
-they have been run).
+Result (docs/results.md): at ``,0.25`` on a 10k-image training subset with short schedules
+(2-core CPU, 35 min for all five rows) the top-1 is 34.4 / 38.5 / 43.4 / 45.0 / 50.3% -
+undertrained models whose accuracy follows the cumulative epochs; the full recipe has not
+been run.
 """
 
 import ml_collections
