@@ -19,9 +19,7 @@ from flax import nnx
 from benchmarks.common import print_table, timeit, write_json
 from fsjax import models
 from fsjax.nn import materialize
-from fsjax.prune.thinet import keep_count
-
-VGG_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+from fsjax.prune.thinet import target_widths
 
 
 def variants(model: str, small: bool):
@@ -34,8 +32,7 @@ def variants(model: str, small: bool):
            ("fs4 (materialised)", fs4, kw, True),
            ("wks4", models.ConvFactory(kind="wks", group_size=4), kw, False)]
     if model == "vgg16":
-        base = list(kw.get("widths", VGG_WIDTHS))
-        pruned = [keep_count(w, 0.5) if i < 10 else w for i, w in enumerate(base)]
+        pruned = target_widths("thinet_conv", kw.get("widths"))
         out.append(("thinet 50%", models.ConvFactory(), dict(kw, widths=pruned), False))
     return out
 

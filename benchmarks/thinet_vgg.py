@@ -24,6 +24,7 @@ from flax import nnx
 
 from benchmarks.common import print_table, write_json
 from fsjax import export
+from fsjax.models.vgg import VGG16_WIDTHS
 from fsjax.nn import dropout_key
 from fsjax.prune import thinet
 
@@ -41,9 +42,7 @@ PAPER = {
 def _small(meta):
     """1/16 of every width, for the smoke test (same heads, same 224x224 input)."""
     kw = dict(meta["model_kw"])
-    from fsjax.models.vgg import VGG16_CFG
-
-    widths = kw.get("widths") or [v for v in VGG16_CFG if v != "M"]
+    widths = kw.get("widths") or VGG16_WIDTHS
     kw["widths"] = [max(1, w // 16) for w in widths]
     kw["fc_width"] = 64
     return dict(meta, model_kw=kw)

@@ -170,7 +170,7 @@ def test_target_source_narrower_than_target(tmp_path):
                                        layers=()))
     meta = dict(model="vgg16", model_kw=dict(widths=(8,) * 13))
     with pytest.raises(ValueError, match="conv1_1 has 8 filters, fewer than the target's 32"):
-        _plan(p, meta, thinet)
-    head, plan = _plan(p, dict(model="vgg16", model_kw={}), thinet)
+        _plan(p, meta)
+    head, plan = _plan(p, dict(model="vgg16", model_kw={}))
     assert head is None and [q.producer for q, _ in plan] == list(thinet.VGG_DEFAULT)
     assert all(abs(r - 0.5) < 1e-12 for _, r in plan)

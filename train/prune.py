@@ -82,42 +82,30 @@ def prune(c, workdir: str) -> list[dict]:
     pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
         :p.samples_per_class] for k in range(ds.num_classes)])
     images = normalize(jnp.asarray(ds.train_images[np.sort(pick)]), ds.mean, ds.std)
-    head, plan = _plan(p, meta, thinet)
-    ran = False
+    head, plan = _plan(p, meta)
     if head:
         stage = os.path.join(workdir, f"head-{head}")
-        done = os.path.exists(os.path.join(stage, "results.json"))
         epochs = p.get("head_epochs", p.finetune_epochs)
         _say(f"== head: replace the {meta['model_kw'].get('head') or 'default'} head by "
-             f"'{head}', fine-tune {epochs} epochs in {stage}" + (" - done, skipped" if done
-                                                                   else ""))
-        if not done:
-            new, new_meta = thinet.replace_head(model, meta, head)
-            init = os.path.join(stage, "init")
-            export.save(init, new, new_meta)
-            _stage(c, stage, init, new_meta, epochs, p.finetune_lr)
-        model, meta = restore(stage, "latest")
-        rows.append(dict(stage=f"head-{head}", **_summary(model, meta, stage)))
-        ran = True
+             f"'{head}', fine-tune {epochs} epochs in {stage}" + _skipped(stage))
+        model, meta = _finetuned(c, stage, f"head-{head}", rows, epochs, p.finetune_lr,
+                                 lambda: thinet.replace_head(model, meta, head))
     for i, (pair, ratio) in enumerate(plan):
         stage = os.path.join(workdir, f"stage{i:02d}-{pair.producer}")
-        done = os.path.exists(os.path.join(stage, "results.json"))
         _say(f"== stage {i + 1}/{len(plan)}: prune {pair.producer} to {1 - ratio:.4g} of its "
              f"filters ({p.criterion}), fine-tune {p.finetune_epochs} epochs in {stage}"
-             + (" - done, skipped" if done else ""))
-        if not done:
+             + _skipped(stage))
+
+        def pruned(model=model, meta=meta, pair=pair, ratio=ratio):
             model.eval()
             new, new_meta, kept = thinet.prune_pair(model, meta, pair, images, ratio,
                                                     p.criterion, p.samples_per_image, c.seed)
-            new_meta = dict(new_meta, kept={pair.producer: kept.tolist()})
-            init = os.path.join(stage, "pruned")
-            export.save(init, new, new_meta)
-            _stage(c, stage, init, new_meta, p.finetune_epochs, p.finetune_lr)
-        model, meta = restore(stage, "latest")
-        rows.append(dict(stage=pair.producer, **_summary(model, meta, stage)))
-        ran = True
+            return new, dict(new_meta, kept={pair.producer: kept.tolist()})
+
+        model, meta = _finetuned(c, stage, pair.producer, rows, p.finetune_epochs,
+                                 p.finetune_lr, pruned, init_name="pruned")
     final = os.path.join(workdir, "final")
-    if ran:
+    if head or plan:
         _say(f"== final: fine-tune {p.final_epochs} epochs in {final}")
         export.save(os.path.join(final, "init"), model, meta)
         _stage(c, final, os.path.join(final, "init"), meta, p.final_epochs, p.final_lr)
@@ -129,12 +117,36 @@ def prune(c, workdir: str) -> list[dict]:
     return rows
 
 
-def _plan(p, meta, thinet):
+def _skipped(stage) -> str:
+    return " - done, skipped" if os.path.exists(os.path.join(stage, "results.json")) else ""
+
+
+def _finetuned(c, stage, label, rows, epochs, lr, make, init_name="init"):
+    """One stage, skipped when ``stage/results.json`` exists: ``make()`` gives the
+    ``(model, meta)`` to start from, saved as ``stage/<init_name>`` and fine-tuned. Appends
+    the stage's row; returns its latest ``(model, meta)``."""
+    from fsjax import export
+    from train.eval import restore
+
+    if not _skipped(stage):
+        new, new_meta = make()
+        init = os.path.join(stage, init_name)
+        export.save(init, new, new_meta)
+        _stage(c, stage, init, new_meta, epochs, lr)
+    model, meta = restore(stage, "latest")
+    rows.append(dict(stage=label, **_summary(model, meta, stage)))
+    return model, meta
+
+
+def _plan(p, meta):
     """``(new head or None, [(pair, ratio), ...])``. ``prune.target`` (a published VGG-16
     architecture, ``thinet.VGG16_TARGETS``) prunes every conv wider than its target width
     (kept fractions of ``prune.base_widths``, default VGG-16's) and sets the target's head
     first; otherwise ``prune.layers`` (default: the paper's) at ``prune.ratio``."""
     target = p.get("target", "")
+    from fsjax.models.vgg import VGG16_WIDTHS
+    from fsjax.prune import thinet
+
     if not target:
         return None, [(pair, p.ratio) for pair in
                       thinet.prunable_pairs(meta, list(p.layers) or None)]
@@ -142,22 +154,18 @@ def _plan(p, meta, thinet):
         raise ValueError(f"config.prune.target = {target!r} is a VGG-16 architecture; the "
                          f"source model is {meta['model']!r}")
     want = thinet.target_widths(target, p.get("base_widths", ()) or None)
-    from fsjax.models.vgg import VGG16_CFG
-
-    have = list(meta["model_kw"].get("widths") or [v for v in VGG16_CFG if v != "M"])
-    names = thinet.VGG_NAMES
-    narrow = [(n, h, w) for n, h, w in zip(names, have, want, strict=True) if h < w]
-    if narrow:
-        n, h, w = narrow[0]
-        raise ValueError(f"config.prune.target = {target!r}: the source's {n} has {h} "
-                         f"filters, fewer than the target's {w} (set prune.base_widths to the "
-                         f"original model's widths)")
-    layers = [n for n, h, w in zip(names, have, want, strict=True) if h > w]
-    ratios = {n: 1 - w / h for n, h, w in zip(names, have, want, strict=True)}
+    have = meta["model_kw"].get("widths") or VGG16_WIDTHS
+    convs = list(zip(thinet.VGG_NAMES, have, want, strict=True))
+    for n, h, w in convs:
+        if h < w:
+            raise ValueError(f"config.prune.target = {target!r}: the source's {n} has {h} "
+                             f"filters, fewer than the target's {w} (set prune.base_widths to "
+                             f"the original model's widths)")
+    ratios = {n: 1 - w / h for n, h, w in convs if h > w}
     head = thinet.VGG16_TARGETS[target]["head"]
     head = head if head and head != (meta["model_kw"].get("head") or "") else None
     return head, [(pair, ratios[pair.producer]) for pair in
-                  thinet.prunable_pairs(meta, layers)] if layers else []
+                  thinet.prunable_pairs(meta, list(ratios))] if ratios else []
 
 
 def _summary(model, meta, workdir):

@@ -40,7 +40,7 @@ been run.
 import ml_collections
 
 from configs.cifar10.models import get_config as cifar_config
-from fsjax.models.vgg import VGG16_CFG
+from fsjax.models.vgg import VGG16_WIDTHS
 
 ROWS = ("original", "conv", "scratch", "gap", "tiny")
 PRUNED = {"conv": ("original", "thinet_conv"), "gap": ("conv", "thinet_gap"),
@@ -55,7 +55,7 @@ def get_config(arg: str = "original"):
     if not 0 < mult <= 4:
         raise ValueError(f"width multiplier must be in (0, 4]; got {width!r}")
     root = "runs/thinet-vgg16" + ("" if mult == 1 else f"-w{mult:g}")
-    widths = tuple(max(1, round(v * mult)) for v in VGG16_CFG if v != "M")
+    widths = tuple(max(1, round(v * mult)) for v in VGG16_WIDTHS)
     c = cifar_config("vgg16,dense")
     c.model_kw.widths = widths
     c.model_kw.head = "fc"

@@ -11,11 +11,12 @@ from flax import nnx
 from fsjax.models.layers import ConvBN, ConvFactory, classifier
 from fsjax.nn import Dropout
 
-__all__ = ["VGG", "VGG16_CFG", "VGG_HEADS", "vgg_conv_names"]
+__all__ = ["VGG", "VGG16_CFG", "VGG16_WIDTHS", "VGG_HEADS", "vgg_conv_names"]
 
 # channels per conv, 'M' = 2x2 max-pool; layer names follow Caffe (conv1_1 ... conv5_3).
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
              512, 512, 512, "M")
+VGG16_WIDTHS = tuple(v for v in VGG16_CFG if v != "M")  # conv1_1 .. conv5_3
 VGG_HEADS = ("fc", "linear", "gap")
 
 
@@ -57,7 +58,7 @@ class VGG(nnx.Module):
         if head not in VGG_HEADS:
             raise ValueError(f"VGG head must be one of {', '.join(VGG_HEADS)}; got {head!r}")
         names = vgg_conv_names()
-        widths = list(widths) if widths is not None else [v for v in VGG16_CFG if v != "M"]
+        widths = list(widths if widths is not None else VGG16_WIDTHS)
         if len(widths) != len(names):
             raise ValueError(f"VGG widths must list {len(names)} conv widths; got {len(widths)}")
         self.variant, self.head_kind = variant, head

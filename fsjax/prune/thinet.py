@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import export, ops
+from fsjax.models.vgg import VGG16_WIDTHS, vgg_conv_names
 from fsjax.ops.thinet import least_squares_scale, sample_positions, select_channels
 from fsjax.spec import record_calls
 
@@ -34,8 +35,7 @@ __all__ = ["select_channels", "least_squares_scale", "Pair", "prunable_pairs", "
            "published_architecture", "paper_counts"]
 
 CRITERIA = ("thinet", "thinet_stepwise", "thinet_stepwise_exact", "random", "weight_sum", "apoz")
-VGG_NAMES = tuple(f"conv{s}_{i}" for s, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-                  for i in range(1, n + 1))
+VGG_NAMES = tuple(vgg_conv_names())  # conv1_1 .. conv5_3
 VGG_DEFAULT = VGG_NAMES[:10]
 HEAD = "head"  # consumer name of the last conv: the head's first FC layer
 # ThiNet's VGG-16 architectures (the authors' released prototxts): the fraction of each conv's
@@ -87,9 +87,7 @@ def target_widths(target: str, base=None) -> list[int]:
     fractions (``keep_count``) of ``base`` (default: VGG-16's 64 .. 512)."""
     if target not in VGG16_TARGETS:
         raise ValueError(f"unknown ThiNet target {target!r}; valid: {', '.join(VGG16_TARGETS)}")
-    from fsjax.models.vgg import VGG16_CFG
-
-    base = list(base) if base else [v for v in VGG16_CFG if v != "M"]
+    base = list(base or VGG16_WIDTHS)
     if len(base) != len(VGG_NAMES):
         raise ValueError(f"ThiNet target base widths must list {len(VGG_NAMES)} widths; got "
                          f"{len(base)}")
@@ -127,13 +125,21 @@ def _find(model, name):
     raise ValueError(f"no conv named {name!r} in the model")
 
 
-def _capture_input(model, images, name, batch=256):
+def _eval_batches(model, images, fn, batch=256):
+    """``fn(model in eval mode, x)`` over ``images`` in jitted batches, concatenated."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
     def fwd(state, x):
         m = nnx.merge(graphdef, state)
         m.eval()
+        return fn(m, x)
+
+    return jnp.concatenate([fwd(state, images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def _capture_input(model, images, name):
+    def conv_input(m, x):
         with record_calls() as calls:
             m(x)
         for spec, xin, _ in calls:
@@ -141,7 +147,7 @@ def _capture_input(model, images, name, batch=256):
                 return xin
         raise ValueError(f"conv {name!r} was not called")
 
-    return jnp.concatenate([fwd(state, images[i:i + batch]) for i in range(0, len(images), batch)])
+    return _eval_batches(model, images, conv_input)
 
 
 def _scores(criterion, producer, x_in, key):
@@ -196,20 +202,14 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
         c // g, g).sum(1)
     kept, scale = _select(criterion, x_hat, keep, scores)
     kept_groups, kept = kept, (kept[:, None] * g + np.arange(g)).reshape(-1).astype(np.int32)
-    new_meta = _shrunk_meta(meta, pair, len(kept))
-    new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
-    export.copy_matching(new, model)
-    _, nprod = _find(new, pair.producer)
-    _, ncons = _find(new, pair.consumer)
-    errors: dict[str, float] = {}
-    _prune_outputs(producer.conv, nprod.conv, kept, errors)
-    _copy_out_channels(producer, nprod, kept)
-    _prune_inputs(consumer.conv, ncons.conv, kept, kept_groups, scale, errors)
-    if ncons.conv.bias is not None:
-        ncons.conv.bias[...] = consumer.conv.bias[...]
-    if errors:
-        new_meta = dict(new_meta, projection_error=errors)
-    return new, new_meta, kept
+
+    def consumer_inputs(new, errors):
+        _, ncons = _find(new, pair.consumer)
+        _prune_inputs(consumer.conv, ncons.conv, kept, kept_groups, scale, errors)
+        if ncons.conv.bias is not None:
+            ncons.conv.bias[...] = consumer.conv.bias[...]
+
+    return _rebuild(model, meta, pair, producer, kept, consumer_inputs)
 
 
 def _layer_key(seed: int, name: str):
@@ -235,15 +235,7 @@ def _prune_into_head(model, meta, pair, images, ratio, criterion, samples_per_im
     VALID ``(1, S)`` conv over a ``(N, 1, S, C)`` input, so the conv contributions apply."""
     _, producer = _find(model, pair.producer)
     _check_prunable(producer.conv.spec)
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def feats(state, x):
-        m = nnx.merge(graphdef, state)
-        m.eval()
-        return m.features(x)
-
-    f = jnp.concatenate([feats(state, images[i:i + 256]) for i in range(0, len(images), 256)])
+    f = _eval_batches(model, images, lambda m, x: m.features(x))
     n, s, c = f.shape
     fc = model.head[0]
     w = fc.kernel[...].reshape(s, c, -1)
@@ -256,28 +248,34 @@ def _prune_into_head(model, meta, pair, images, ratio, criterion, samples_per_im
         x_hat = ops.contributions(f[:, None], w[None], img, zeros, zeros, oc, padding="VALID")
     scores = lambda: _scores(criterion, producer, f[:, None], key)
     kept, scale = _select(criterion, x_hat, keep, scores)
+
+    def head_inputs(new, errors):
+        k = w[:, kept, :] * jnp.asarray(scale).astype(w.dtype)[None, :, None]
+        new.head[0].kernel[...] = k.reshape(-1, k.shape[-1])
+        new.head[0].bias[...] = fc.bias[...]
+
+    return _rebuild(model, meta, pair, producer, kept, head_inputs)
+
+
+def _rebuild(model, meta, pair, producer, kept, consumer_inputs):
+    """The smaller model: ``pair.producer`` keeps the filters ``kept`` (with their bias and
+    BN), ``consumer_inputs(new, errors)`` fills the consumer, everything else is copied.
+    Returns ``(new_model, new_meta, kept)``."""
     new_meta = _shrunk_meta(meta, pair, len(kept))
     new = export.build(new_meta, dtype=getattr(producer.conv, "dtype", None))
     export.copy_matching(new, model)
     _, nprod = _find(new, pair.producer)
     errors: dict[str, float] = {}
     _prune_outputs(producer.conv, nprod.conv, kept, errors)
-    _copy_out_channels(producer, nprod, kept)
-    k = w[:, kept, :] * jnp.asarray(scale).astype(w.dtype)[None, :, None]
-    new.head[0].kernel[...] = k.reshape(-1, k.shape[-1])
-    new.head[0].bias[...] = fc.bias[...]
-    if errors:
-        new_meta = dict(new_meta, projection_error=errors)
-    return new, new_meta, kept
-
-
-def _copy_out_channels(producer, nprod, kept) -> None:
-    """The producer's bias and BN follow its kept filters."""
     if nprod.conv.bias is not None:
         nprod.conv.bias[...] = producer.conv.bias[...][kept]
     if getattr(nprod, "bn", None) is not None:
         for attr in ("scale", "bias", "mean", "var"):
             getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
+    consumer_inputs(new, errors)
+    if errors:
+        new_meta = dict(new_meta, projection_error=errors)
+    return new, new_meta, kept
 
 
 def _check_prunable(spec) -> None:
