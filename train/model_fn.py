@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fsjax import ops
 from fsjax.data.augment import normalize, random_crop_flip
 from fsjax.nn import dropout_key
 
@@ -135,11 +136,12 @@ def make_eval_step(fn: ModelFn, mean, std, dtype, tta_flip=False, param_transfor
     def evaluate(params, stats, images, labels, mask):
         p = param_transform(params) if param_transform else params
         x = normalize(images, mean, std, dtype)
-        logits, _ = fn.apply(p, stats, x, False)
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        if tta_flip:
-            logits = 0.5 * (logits + fn.apply(p, stats, x[:, :, ::-1, :], False)[0])
+        with ops.inference_trace():  # no backward here: skip the CPU barrier (35% of a forward)
+            logits, _ = fn.apply(p, stats, x, False)
+            if isinstance(logits, tuple):
+                logits = logits[0]
+            if tta_flip:
+                logits = 0.5 * (logits + fn.apply(p, stats, x[:, :, ::-1, :], False)[0])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels) & mask
         return dict(loss=jnp.sum(loss * mask), correct=jnp.sum(correct),

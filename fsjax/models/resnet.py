@@ -130,7 +130,7 @@ class ResNet(nnx.Module):
     def features(self, x):
         x = self.stem(x)
         if self.pool_stem:
-            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
         for blk in self.blocks:
             x = blk(x)
         return x.mean(axis=(1, 2))

@@ -91,7 +91,7 @@ class VGG(nnx.Module):
         i = 0
         for p in self.plan:
             if p == "M":
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             else:
                 x = self.layers[i](x)
                 i += 1

@@ -5,7 +5,9 @@ from fsjax.ops.conv import (
     broadcast_dims,
     canonical_padding,
     conv,
+    conv3d_as_2d,
     conv_output_shape,
+    inference_trace,
     kernel_size_tuple,
 )
 from fsjax.ops.fs import (
@@ -27,7 +29,7 @@ from fsjax.ops.fs import (
 )
 from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
-from fsjax.ops.norm import batch_norm, batch_stats
+from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -73,12 +75,15 @@ __all__ = [
     "check_kernel_shape",
     "conv",
     "conv_output_shape",
+    "inference_trace",
+    "conv3d_as_2d",
     "kernel_size_tuple",
     "filter_size",
     "dfs_init_raw",
     "dfs_kernel",
     "dfs_locations",
     "fan_in_normal",
+    "fold_batch_norm",
     "fs_index",
     "fs_kernel",
     "fs_length",

@@ -10,6 +10,8 @@ Given the same kernel, fsjax layers therefore compute bit for bit what Flax's la
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Sequence
 
 import jax
@@ -21,8 +23,8 @@ PaddingLike = str | int | Sequence[int | tuple[int, int]]
 LAX_PADDINGS = ("SAME", "VALID", "SAME_LOWER")  # lax accepts these in any letter case
 PAD_MODES = ("CIRCULAR", "REFLECT", "CAUSAL")  # Flax's own modes (upper case, as Flax compares)
 
-__all__ = ["conv", "materialize_on_cpu", "kernel_size_tuple", "broadcast_dims",
-           "canonical_padding", "conv_output_shape", "LAX_PADDINGS", "PAD_MODES"]
+__all__ = ["conv", "materialize_on_cpu", "inference_trace", "conv3d_as_2d", "kernel_size_tuple",
+           "broadcast_dims", "canonical_padding", "conv_output_shape", "LAX_PADDINGS", "PAD_MODES"]
 
 
 def kernel_size_tuple(kernel_size, where: str = "kernel_size") -> tuple[int, ...]:
@@ -99,9 +101,58 @@ def _materialize(x: jax.Array) -> jax.Array:
     return lax.cond(v == v, lambda t: t, lambda t: t * jnp.ones((), t.dtype), x)
 
 
+_CPU_BARRIER = contextvars.ContextVar("fsjax_cpu_barrier", default=True)
+_CONV3D_AS_2D = contextvars.ContextVar("fsjax_conv3d_as_2d", default=False)
+
+
+@contextlib.contextmanager
+def inference_trace(conv3d_as_2d: bool = False):
+    """Trace inside this context for an inference-only program (deployment exports): convs
+    then skip :func:`materialize_on_cpu`, which only helps a backward pass and which ONNX
+    converters cannot read (``platform_dependent``). ``conv3d_as_2d``: 3-D convs are traced
+    as :func:`conv3d_as_2d` (for converters whose conv handles 1-D and 2-D only). Values are
+    the same up to float rounding."""
+    tokens = _CPU_BARRIER.set(False), _CONV3D_AS_2D.set(conv3d_as_2d)
+    try:
+        yield
+    finally:
+        _CPU_BARRIER.reset(tokens[0])
+        _CONV3D_AS_2D.reset(tokens[1])
+
+
+def conv3d_as_2d(x, kernel, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                 feature_group_count=1, precision=None, **kw):
+    """A 3-D channels-last conv as a sum over the kernel's depth taps of 2-D convs, the
+    output depths stacked into the batch: ``y[:, d] = sum_t conv2d(x_pad[:, d*s + t*dil],
+    K[t])``. ``x (N, D, H, W, C)``, ``kernel (kd, kh, kw, C // groups, O)`` -> ``(N, D', H',
+    W', O)``; same arguments as ``lax.conv_general_dilated`` (NDHWC / DHWIO); input dilation
+    must be 1."""
+    if tuple(lhs_dilation) != (1, 1, 1):
+        raise ValueError(f"conv3d_as_2d: input_dilation must be 1; got {tuple(lhs_dilation)}")
+    kd = kernel.shape[0]
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:3], rhs_dilation, strict=True)]
+    pads = (lax.padtype_to_pads(x.shape[1:4], eff, strides, padding)
+            if isinstance(padding, str) else [tuple(p) for p in padding])
+    x = jnp.pad(x, [(0, 0), pads[0], (0, 0), (0, 0), (0, 0)])
+    sd, dd = strides[0], rhs_dilation[0]
+    out_d = (x.shape[1] - eff[0]) // sd + 1
+    y = None
+    for t in range(kd):
+        xs = x[:, t * dd: t * dd + (out_d - 1) * sd + 1: sd]
+        xs = xs.reshape((-1,) + xs.shape[2:])
+        yt = lax.conv_general_dilated(
+            xs, kernel[t], strides[1:], list(pads[1:]), rhs_dilation=rhs_dilation[1:],
+            dimension_numbers=_dimension_numbers(4), feature_group_count=feature_group_count,
+            precision=precision, **kw)
+        y = yt if y is None else y + yt
+    return y.reshape((-1, out_d) + y.shape[1:])
+
+
 def materialize_on_cpu(x: jax.Array) -> jax.Array:
     """:func:`_materialize` when lowered for the CPU, the identity elsewhere (the GPU and TPU
-    programs are unchanged)."""
+    programs are unchanged) and inside :func:`inference_trace`."""
+    if not _CPU_BARRIER.get():
+        return x
     return lax.platform_dependent(x, cpu=_materialize, default=lambda t: t)
 
 
@@ -174,6 +225,8 @@ def conv(
     if preferred_element_type is not None:
         kw["preferred_element_type"] = preferred_element_type
     fn = conv_general_dilated or lax.conv_general_dilated
+    if rank == 3 and fn is lax.conv_general_dilated and _CONV3D_AS_2D.get():
+        fn = conv3d_as_2d
     x = materialize_on_cpu(x)
     y = fn(x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
            dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,

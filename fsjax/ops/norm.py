@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["batch_stats", "batch_norm"]
+__all__ = ["batch_stats", "batch_norm", "fold_batch_norm"]
 
 
 def batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -26,3 +26,27 @@ def batch_norm(x, mean, var, scale=None, bias=None, epsilon: float = 1e-5):
     if bias is not None:
         y = y + bias
     return y.astype(x.dtype)
+
+
+def fold_batch_norm(kernel, bias, mean, var, scale=None, beta=None, epsilon: float = 1e-5):
+    """Fold an eval-mode BatchNorm into the layer before it (a conv or a matmul whose output
+    channel is the kernel's last axis).
+
+    ``bn(x @ k + b) = x @ (k * s) + (b - mean) * s + beta`` with ``s = scale / sqrt(var + eps)``:
+    exact in real arithmetic, equal up to float rounding.
+
+    Args:
+      kernel: ``(..., C)`` (HWIO conv kernel, KSC shared kernel or FC matrix).
+      bias: ``(C,)`` or None (no bias).
+      mean, var, scale, beta: the BatchNorm's ``(C,)`` statistics and affine parameters.
+    Returns:
+      ``(kernel (..., C), bias (C,))``, both float32.
+    """
+    s = jax.lax.rsqrt(jnp.asarray(var, jnp.float32) + epsilon)
+    if scale is not None:
+        s = s * scale
+    b = jnp.zeros_like(s) if bias is None else jnp.asarray(bias, jnp.float32)
+    b = (b - mean) * s
+    if beta is not None:
+        b = b + beta
+    return jnp.asarray(kernel, jnp.float32) * s, b

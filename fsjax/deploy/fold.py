@@ -1,0 +1,75 @@
+"""The inference form of a model: FS/DFS kernels materialised, BatchNorm folded where exact.
+
+Folding (:func:`fsjax.ops.fold_batch_norm`) is exact in real arithmetic where a BatchNorm reads
+a conv's output and nothing else does: the zoo's :class:`~fsjax.models.layers.ConvBN` and the
+DARTS ``ReLUConvBN`` blocks. Other BatchNorms (pre-activation DenseNet, the DARTS separable and
+stem convs written as separate attributes) stay as eval-mode affine ops. KS/WKS layers keep
+their factored form (the BN scale goes onto the shared kernel's output axis), so their MAC
+saving survives the export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import nnx
+
+from fsjax import ops
+from fsjax.models.darts import ReLUConvBN
+from fsjax.models.layers import ConvBN
+from fsjax.nn import BatchNorm
+from fsjax.nn.conv import DFSConv, FSConv, _Conv
+from fsjax.nn.convert import materialize
+
+__all__ = ["inference_model", "fold_batchnorm", "Folded", "logits_of"]
+
+FOLDABLE = (ConvBN, ReLUConvBN)
+
+
+class Folded(nnx.Module):
+    """Stands where a BatchNorm was folded into the conv before it: the identity."""
+
+    def __call__(self, x):
+        return x
+
+
+def fold_batchnorm(model: nnx.Module) -> list[str]:
+    """Fold every foldable BatchNorm of ``model`` into its conv, in place (the conv gains a
+    bias). Returns the folded blocks' paths."""
+    done = []
+    for path, node in list(nnx.iter_graph(model)):
+        if not isinstance(node, FOLDABLE) or not isinstance(getattr(node, "bn", None), BatchNorm):
+            continue
+        conv, bn = node.conv, node.bn
+        if not isinstance(conv, _Conv) or isinstance(conv, (FSConv, DFSConv)):
+            continue  # FS/DFS share weights across filters: materialise them first
+        bias = None if conv.bias is None else conv.bias[...]
+        k, b = ops.fold_batch_norm(conv.kernel[...], bias, bn.mean.get_value(),
+                                   bn.var.get_value(),
+                                   None if bn.scale is None else bn.scale.get_value(),
+                                   None if bn.bias is None else bn.bias.get_value(), bn.epsilon)
+        conv.kernel.set_value(jnp.asarray(k, conv.kernel[...].dtype))
+        conv.bias = nnx.Param(b.astype(conv.param_dtype))
+        conv.use_bias = True
+        conv.spec = dataclasses.replace(conv.spec, use_bias=True)
+        node.bn = Folded()
+        done.append(".".join(map(str, path)))
+    return done
+
+
+def inference_model(model: nnx.Module, fold: bool = True) -> tuple[nnx.Module, dict]:
+    """A copy of ``model`` in eval mode with FS/DFS layers materialised to dense kernels and
+    (``fold``) BatchNorm folded; ``model`` is unchanged. Returns ``(model, info)``, info =
+    ``{"materialised": [paths], "folded": [paths], "batchnorm_kept": n}``."""
+    m = nnx.clone(model)
+    m.eval()
+    mat = materialize(m)
+    folded = fold_batchnorm(m) if fold else []
+    kept = sum(isinstance(n, BatchNorm) for _, n in nnx.iter_graph(m))
+    return m, {"materialised": mat, "folded": folded, "batchnorm_kept": kept}
+
+
+def logits_of(out):
+    """A model's logits (DARTS-eval returns ``(logits, aux)`` in training mode only)."""
+    return out[0] if isinstance(out, tuple) else out
