@@ -2,6 +2,12 @@
 
     python -m train.eval --workdir DIR [--which best|latest|STEP] [--export PATH]
         [--quantize BITS [--per-channel] [--method uniform|kmeans]]
+    python -m train.eval --workdir DIR --deploy onnx|stablehlo [--int8] --out PATH
+
+``--deploy`` writes a file that runs outside fsjax (:mod:`fsjax.deploy`; docs/deploy.md):
+StableHLO (jax.export) or ONNX (jax2onnx), float32, or ONNX int8 (QDQ) with ``--int8``. The
+export is checked: its logits on test images against fsjax's (float: within 1e-4, else exit
+code 1), and for int8 its top-1 over the test set next to fsjax's fake-quant top-1.
 
 The model is rebuilt from the checkpoint's metadata alone. ``--export`` writes the stored
 parameters (FS vectors, not materialised kernels) as PATH.npz + PATH.json
@@ -18,8 +24,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from fsjax import export, quant, report
+from fsjax import deploy, export, quant, report
+from fsjax.data.augment import normalize
 from train.ckpt import Checkpoints
 from train.configlib import load_data
 from train.loop import Runner, make_mesh
@@ -77,6 +85,48 @@ def evaluate(model, meta, batch: int = 500, data_limit: int | None = None) -> di
     return runner.evaluate(p, s, runner.put_eval(ds.test_images, ds.test_labels))
 
 
+def _test_inputs(meta, limit: int | None = None):
+    """The test set, normalised as in training: ``(x float32 NHWC, labels)`` as NumPy."""
+    c = ml_collections.ConfigDict(meta["config"])
+    ds = load_data(c)
+    imgs, labels = ds.test_images, ds.test_labels
+    if limit:
+        imgs, labels = imgs[:limit], labels[:limit]
+    x = np.asarray(normalize(jnp.asarray(imgs), meta["mean"], meta["std"]))
+    return x, np.asarray(labels), ds
+
+
+def deploy_run(model, meta, fmt: str, out: str, int8: bool = False, calib: int = 512,
+               check: int = 256, eval_batch: int = 256) -> dict:
+    """Export ``model`` (weights as they are: quantize first for int8) and check the file."""
+    shape = tuple(meta["input_shape"])
+    info = dict(mean=list(map(float, meta["mean"])), std=list(map(float, meta["std"])),
+                input="float32 NHWC, (pixel/255 - mean) / std", model=meta.get("model", ""))
+    x, labels, ds = _test_inputs(meta)
+    model.eval()
+    ref = np.concatenate([np.asarray(deploy.logits_of(model(jnp.asarray(x[i:i + eval_batch]))))
+                          for i in range(0, min(check, len(x)), eval_batch)])
+    if fmt == "stablehlo":
+        res = deploy.export_stablehlo(model, shape, out, meta=info)
+        got = np.asarray(deploy.load_stablehlo(out)(jnp.asarray(x[:len(ref)])))
+    else:
+        cal = None
+        if int8:
+            n = min(calib, len(ds.train_images))
+            cal = np.asarray(normalize(jnp.asarray(ds.train_images[:n]), meta["mean"],
+                                       meta["std"]))
+        res = deploy.export_onnx(model, shape, out, int8=int8, calibration=cal, meta=info)
+        sess = deploy.onnx_session(out)
+        got = deploy.run_onnx(sess, x[:len(ref)], eval_batch)
+        if int8:
+            pred = deploy.run_onnx(sess, x, eval_batch).argmax(-1)
+            res["int8_accuracy"] = float((pred == labels).mean())
+            res["test_images"] = int(len(labels))
+    res["max_abs_diff"] = float(np.abs(got - ref).max())
+    res["checked_images"] = int(len(ref))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,10 +138,30 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="uniform", choices=quant.METHODS)
     ap.add_argument("--freeze-dfs", action="store_true",
                     help="round DFS locations: evaluate/export the model as an FS model")
+    ap.add_argument("--deploy", default=None, choices=deploy.FORMATS,
+                    help="write a deployable file (needs --out)")
+    ap.add_argument("--int8", action="store_true",
+                    help="--deploy onnx: int8 QDQ (fsjax's quantized weights; 8-bit PTQ if "
+                         "the run was not QAT-trained and --quantize is not given)")
+    ap.add_argument("--out", default=None, help="--deploy: the file to write")
+    ap.add_argument("--calib", type=int, default=512,
+                    help="--int8: training images for the activation ranges")
     a = ap.parse_args(argv)
+    why = None
     if a.quantize and not 2 <= a.quantize <= 8:
-        print(f"error: --quantize must be 0 (off) or 2..8 bits; got {a.quantize}",
-              file=sys.stderr)
+        why = f"--quantize must be 0 (off) or 2..8 bits; got {a.quantize}"
+    elif a.deploy and not a.out:
+        why = "--deploy needs --out PATH (the file to write)"
+    elif (a.out or a.int8) and not a.deploy:
+        why = "--out and --int8 go with --deploy onnx|stablehlo"
+    elif a.int8 and a.deploy != "onnx":
+        why = "--int8 is for --deploy onnx (the StableHLO export is float32)"
+    elif a.deploy and a.export:
+        why = "--export (fsjax's own format) and --deploy are separate runs; give one"
+    elif a.calib < 1:
+        why = f"--calib must be a positive number of images; got {a.calib}"
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     try:
         model, meta = restore(a.workdir, a.which)
@@ -100,10 +170,26 @@ def main(argv=None) -> int:
             from fsjax.nn import freeze_dfs
 
             freeze_dfs(model)
+        if a.int8 and not a.quantize and not meta.get("quant", {}).get("bits"):
+            a.quantize, a.per_channel = 8, True  # PTQ, so fake-quant has a number to compare
         if a.quantize:
             q = quant.QuantConfig(bits=a.quantize, per_channel=a.per_channel, method=a.method)
             entries = quant.quantize_model(model, q)
             meta = dict(meta, quant=dict(bits=0))  # weights are already dequantized
+        elif a.deploy and meta.get("quant", {}).get("bits"):  # QAT: export the quantized weights
+            quant.quantize_model(model, quant.QuantConfig.from_config(meta["quant"]))
+            meta = dict(meta, quant=dict(bits=0))
+        if a.deploy:
+            metrics = evaluate(model, meta) if a.int8 else {}
+            res = deploy_run(model, meta, a.deploy, a.out, a.int8, a.calib)
+            if a.int8:
+                res["fsjax_fake_quant_accuracy"] = metrics["accuracy"]
+            print(json.dumps(res, default=float))
+            if not a.int8 and res["max_abs_diff"] > 1e-4:
+                print(f"error: the {a.deploy} export's logits differ from fsjax's by "
+                      f"{res['max_abs_diff']:.3g} (> 1e-4)", file=sys.stderr)
+                return 1
+            return 0
         metrics = evaluate(model, meta)
         table, totals = report.report(model, tuple(meta["input_shape"]))
         print(table)
@@ -119,7 +205,7 @@ def main(argv=None) -> int:
                 npz, js = export.save(a.export, model, meta)
                 out.update(export_file=npz, export_bytes=os.path.getsize(npz))
         print(json.dumps(out, default=float))
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
