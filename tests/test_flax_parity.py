@@ -110,7 +110,12 @@ def _nnx_args(kw):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_flax_cases_nnx(kind):
     cls, _, opts = KINDS[kind]
-    for name, x, kw, want in CASES:
+    for i, (name, x, kw, want) in enumerate(CASES):
+        if kind == "dfs" and name.startswith(("circ1d-", "circ2d-")) and i % 5:
+            # the 192 padding-mode combinations go through ops.conv, shared by every kind,
+            # and run in full for fs and ks; dfs builds its kernel eagerly (slow), so 1 in 5
+            # here (5 is coprime to the inner loops: every value of every parameter occurs)
+            continue
         cin = x.shape[-1]
         features, ks, rest = _nnx_args(kw)
         layer = cls(cin, features, ks, **rest, **opts(cin), rngs=nnx.Rngs(0))
