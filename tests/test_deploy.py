@@ -288,3 +288,34 @@ def test_conv3d_as_2d_equals_3d_conv(padding, strides, dil, groups):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="input_dilation must be 1"):
         ops.conv3d_as_2d(x, k, strides, padding, (2, 1, 1), dil, dn)
+
+
+def test_linen_model_exports_as_a_function(tmp_path):
+    """A Linen model (fsjax's Linen FS/DFS/WKS layers) exports as ``lambda x: apply(v, x)``:
+    the FS filters are built inside the graph from the summary (a gather), nothing folded."""
+    import flax.linen as nn
+
+    import fsjax.linen as fl
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(fl.FSConv(8, (3, 3), compression=2.0)(x))
+            x = nn.relu(fl.DFSConv(8, (3, 3), compression=2.0)(x))
+            x = fl.KSConv(8, (3, 3), groups=4, weighted=True)(x)
+            return nn.Dense(3)(x.mean((1, 2)))
+
+    net = Net()
+    x = np.random.RandomState(4).randn(2, 8, 8, 4).astype(np.float32)
+    v = net.init(jax.random.key(0), jnp.asarray(x))
+    fn = lambda a: net.apply(v, a)  # noqa: E731
+    want = np.asarray(fn(jnp.asarray(x)))
+    p = str(tmp_path / "l.onnx")
+    res = deploy.export_onnx(fn, (8, 8, 4), p)
+    assert res["folded"] is None
+    np.testing.assert_allclose(deploy.run_onnx(deploy.onnx_session(p), x), want, atol=1e-4)
+    h = str(tmp_path / "l.stablehlo")
+    deploy.export_stablehlo(fn, (8, 8, 4), h)
+    np.testing.assert_allclose(deploy.load_stablehlo(h)(jnp.asarray(x)), want, atol=1e-4)
+    with pytest.raises(TypeError, match="NNX module or a function"):
+        deploy.export_stablehlo(3, (8, 8, 4), h)

@@ -22,7 +22,7 @@ from fsjax.nn import BatchNorm
 from fsjax.nn.conv import DFSConv, FSConv, _Conv
 from fsjax.nn.convert import materialize
 
-__all__ = ["inference_model", "fold_batchnorm", "Folded", "logits_of"]
+__all__ = ["inference_model", "fold_batchnorm", "forward_of", "Folded", "logits_of"]
 
 FOLDABLE = (ConvBN, ReLUConvBN)
 
@@ -68,6 +68,21 @@ def inference_model(model: nnx.Module, fold: bool = True) -> tuple[nnx.Module, d
     folded = fold_batchnorm(m) if fold else []
     kept = sum(isinstance(n, BatchNorm) for _, n in nnx.iter_graph(m))
     return m, {"materialised": mat, "folded": folded, "batchnorm_kept": kept}
+
+
+def forward_of(model, fold: bool = True):
+    """``(forward(x) -> logits, info)`` for an NNX module (its inference form, weights as
+    constants) or any callable ``fn(x)`` (e.g. a Linen model: ``lambda x: m.apply(v, x)``;
+    exported as it is, nothing folded: info fields are None)."""
+    if not isinstance(model, nnx.Module):
+        if not callable(model):
+            raise TypeError(f"export takes a Flax NNX module or a function x -> logits; got "
+                            f"{type(model).__name__}")
+        return (lambda x: logits_of(model(x))), dict(materialised=None, folded=None,
+                                                       batchnorm_kept=None)
+    m, info = inference_model(model, fold)
+    graphdef, state = nnx.split(m)
+    return (lambda x: logits_of(nnx.merge(graphdef, state)(x))), info
 
 
 def logits_of(out):

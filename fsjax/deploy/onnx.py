@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 from flax import nnx
 
 from fsjax import ops
-from fsjax.deploy.fold import inference_model, logits_of
+from fsjax.deploy.fold import forward_of
 
 __all__ = ["export_onnx", "onnx_session", "run_onnx", "require"]
 
@@ -63,17 +64,17 @@ def run_onnx(session, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _float_proto(model: nnx.Module, input_shape, fold: bool):
+def _float_proto(model, input_shape, fold: bool):
     to_onnx, _, _ = require()
-    m, info = inference_model(model, fold)
-    graphdef, state = nnx.split(m)
-
-    def forward(x):
-        return logits_of(nnx.merge(graphdef, state)(x))
-
-    with ops.inference_trace(conv3d_as_2d=True):  # jax2onnx's conv is 1-D/2-D only
-        proto = to_onnx(forward, [("batch", *tuple(input_shape))], model_name="fsjax",
-                        input_names=["images"], output_names=["logits"])
+    forward, info = forward_of(model, fold)
+    try:
+        with ops.inference_trace(conv3d_as_2d=True):  # jax2onnx's conv is 1-D/2-D only
+            proto = to_onnx(forward, [("batch", *tuple(input_shape))], model_name="fsjax",
+                            input_names=["images"], output_names=["logits"])
+    except NotImplementedError as e:  # an op or option jax2onnx has no conversion for
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"ONNX export: jax2onnx cannot convert this model ({first}); the "
+                         f"StableHLO export has no such limit") from None
     return proto, info
 
 
@@ -117,10 +118,11 @@ def _weight_change(float_proto, q_proto, onnx) -> float:
     return worst
 
 
-def export_onnx(model: nnx.Module, input_shape, path: str, *, int8: bool = False,
+def export_onnx(model: nnx.Module | Callable, input_shape, path: str, *, int8: bool = False,
                 calibration: np.ndarray | None = None, per_channel: bool = True,
                 fold: bool = True, meta: dict | None = None, calib_batch: int = 64) -> dict:
-    """Write ``model``'s eval-mode forward as ONNX to ``path`` (input ``images``
+    """Write ``model``'s eval-mode forward (an NNX module, or any function ``x -> logits``)
+    as ONNX to ``path`` (input ``images``
     ``(batch, *input_shape)`` float32 normalised as in training, output ``logits``; batch
     dynamic). ``int8``: QDQ int8 with activation ranges from ``calibration`` (``(N,
     *input_shape)``, a few training batches). ``meta`` goes into the file's metadata_props

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fsjax import ops
-from fsjax.deploy.fold import inference_model, logits_of
+from fsjax.deploy.fold import forward_of
 
 __all__ = ["export_stablehlo", "load_stablehlo", "PLATFORMS"]
 
@@ -31,21 +32,17 @@ def _write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def export_stablehlo(model: nnx.Module, input_shape, path: str, *, platforms=PLATFORMS,
+def export_stablehlo(model: nnx.Module | Callable, input_shape, path: str, *, platforms=PLATFORMS,
                      fold: bool = True, meta: dict | None = None) -> dict:
-    """Serialize ``model``'s eval-mode forward for inputs ``(batch, *input_shape)`` float32
+    """Serialize ``model``'s eval-mode forward (an NNX module, or any function ``x -> logits``
+    such as a Linen ``apply`` with its variables bound) for inputs ``(batch, *input_shape)`` float32
     (normalised as in training), ``batch`` symbolic, to ``path``; a JSON sidecar
     ``path + '.json'`` records the input shape, the platforms and ``meta`` (e.g. mean/std).
     Returns the sidecar's contents (with the file's size and the folding info)."""
     bad = [p for p in platforms if p not in ("cpu", "cuda", "rocm", "tpu")]
     if bad:
         raise ValueError(f"platform {bad[0]!r} is not valid; valid: cpu, cuda, rocm, tpu")
-    m, info = inference_model(model, fold)
-    graphdef, state = nnx.split(m)
-
-    def forward(x):
-        return logits_of(nnx.merge(graphdef, state)(x))
-
+    forward, info = forward_of(model, fold)
     (b,) = jax.export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((b, *tuple(input_shape)), jnp.float32)
     with ops.inference_trace():
