@@ -2,8 +2,9 @@
 key into one line (exit 2; ``--debug`` shows the traceback), ``--show_config``, and the
 error handling around a run.
 
-Used by ``train.main`` and ``train.prune`` (absl + ml_collections config flags); ``train.eval``,
-``train.nas`` and ``fsjax.report`` take plain arguments and print the same kind of line.
+Used by ``train.main``, ``train.prune`` and ``train.compress`` (absl + ml_collections config
+flags); ``train.eval``, ``train.nas`` and ``fsjax.report`` take plain arguments and print the
+same kind of line.
 """
 
 from __future__ import annotations
@@ -92,3 +93,28 @@ def guarded(fn, *args, **kw):
         if DEBUG.value:
             raise
         fail(one_line(e))
+
+
+def run_config_tool(fn, what: str, example: str, default_workdir: str) -> None:
+    """Run ``python -m train.<tool> --config FILE [--config.key=value ...] [--workdir DIR]``:
+    define the two flags (only here, so importing a tool defines none), parse them, then
+    ``fn(config, workdir)`` with this module's error handling."""
+    from absl import app, logging
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", None, f"{what} config",
+                                             lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, f"run directory (default: {default_workdir})")
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+        logging.set_verbosity(logging.WARNING)
+        if config.value is None:
+            fail(f"--config is required (e.g. --config {example})")
+        if SHOW.value:
+            print(show_config(config.value))
+            return
+        guarded(fn, config.value, workdir.value or default_workdir)
+
+    app.run(main, flags_parser=parse_flags)

@@ -29,18 +29,9 @@ import statistics
 import sys
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
 from train import cli
 
-FLAGS: dict = {}  # defined when run as a script, so that importing this module defines none
-
-
-def _define_flags():
-    FLAGS["config"] = config_flags.DEFINE_config_file("config", None, "compression config", lock_config=True)
-    FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "run directory (default: runs/compress)")
-KINDS = ("fs", "dfs", "ks", "wks")
+KINDS = ("fs", "dfs", "ks", "wks")  # conversion steps
 
 
 def parse_stages(stages) -> list[tuple[str, float]]:
@@ -279,18 +270,6 @@ def _say(text: str):
     print(text, file=sys.stderr, flush=True)
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    logging.set_verbosity(logging.WARNING)
-    if FLAGS["config"].value is None:
-        cli.fail("--config is required (e.g. configs/compress/cifar.py:resnet56)")
-    if cli.SHOW.value:
-        print(cli.show_config(FLAGS["config"].value))
-        return
-    cli.guarded(compress, FLAGS["config"].value, FLAGS["workdir"].value or os.path.join("runs", "compress"))
-
-
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run_config_tool(compress, "compression", "configs/compress/models.py:resnet56",
+                         os.path.join("runs", "compress"))

@@ -22,17 +22,8 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
 from train import cli
-
-FLAGS: dict = {}  # defined when run as a script, so that importing this module defines none
-
-
-def _define_flags():
-    FLAGS["config"] = config_flags.DEFINE_config_file("config", None, "pruning config", lock_config=True)
-    FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "run directory")
 
 
 def _stage(c, workdir, init, meta, epochs, lr):
@@ -191,19 +182,6 @@ def _print(rows):
         print(f"{r['stage']:<24}{100 * r['accuracy']:>9.2f}%{r['params']:>14,}{r['macs']:>14,}")
 
 
-def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    logging.set_verbosity(logging.WARNING)
-    if FLAGS["config"].value is None:
-        cli.fail("--config is required (e.g. --config configs/thinet/vgg16_cifar.py)")
-    if cli.SHOW.value:
-        print(cli.show_config(FLAGS["config"].value))
-        return
-    workdir = FLAGS["workdir"].value or os.path.join("runs", "thinet")
-    cli.guarded(prune, FLAGS["config"].value, workdir)
-
-
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run_config_tool(prune, "pruning", "configs/thinet/vgg16_cifar.py",
+                         os.path.join("runs", "thinet"))
