@@ -16,10 +16,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _size(v, _pos=None) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if v >= scale:
+            return f"{v / scale:g} {unit}"
+    return f"{v:g} B"
+
+
 def plot(runs: list[dict], out: str) -> str:
     """Write the plot of ``runs`` (dicts with ``accuracy`` in [0, 1], ``export_bytes`` or
     ``bytes``, and ``label`` or ``model`` + ``conv``) to ``out`` (PNG); returns ``out``."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -37,7 +45,10 @@ def plot(runs: list[dict], out: str) -> str:
     fy = [pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="k", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("stored bytes")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_size))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("bytes on disk")
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
     fig.tight_layout()
