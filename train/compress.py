@@ -70,28 +70,22 @@ def _done(d: str) -> bool:
 
 
 def _run_config(c, meta, **over):
-    """The trainer config of a fine-tuning step: ``c`` with the model's architecture (zoo
-    options, conv kind) from ``meta`` and ``over`` (dotted keys)."""
-    s = copy.deepcopy(c)
-    s.unlock()
-    for k, v in meta["model_kw"].items():
-        if k != "in_channels":
-            s.model_kw[k] = v
-    for k, v in meta.get("conv", {}).items():
-        if k in s.conv and k != "overrides":
-            s.conv[k] = v
-    s.init_from, s.init_weights, s.arch_from = "", "", ""
-    s.num_epochs = max(1, c.compress.finetune_epochs)
-    s.optimizer.lr = c.compress.finetune_lr
-    s.schedule.name, s.schedule.warmup_epochs = "cosine", 0.0
-    for k, v in over.items():
-        node = s
-        *parents, last = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = v
-    s.lock()
-    return s
+    """The trainer config of a fine-tuning step (:func:`train.prune.stage_config` at
+    ``compress.finetune_epochs`` / ``finetune_lr``), no dense projection unless ``over`` asks."""
+    from train.prune import stage_config
+
+    return stage_config(c, meta, c.compress.finetune_epochs, c.compress.finetune_lr,
+                        **{"init_from": "", **over})
+
+
+def _init_weights(d: str, model, meta) -> str:
+    """``model`` saved once as the step's ``init`` export (kept for a resumed step); its path."""
+    from fsjax import export
+
+    init = os.path.join(d, "init")
+    if not os.path.exists(init + ".json"):
+        export.save(init, model, meta)
+    return init
 
 
 def _latency_ms(model, input_shape, batch: int, runs: int = 10) -> float:
@@ -142,11 +136,10 @@ def _finish(d, label, model, meta, accuracy, c, entries=None, qc=None) -> dict:
         file = quant.save_packed(os.path.join(d, "model"), model, meta, qc)
     else:
         file, _ = export.save(os.path.join(d, "model"), model, meta)
+    from train.results import write_json
+
     row = _row(label, model, meta, accuracy, file, c, entries)
-    tmp = os.path.join(d, "stage.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(row, f, indent=1)
-    os.replace(tmp, os.path.join(d, "stage.json"))
+    write_json(os.path.join(d, "stage.json"), row)
     return row
 
 
@@ -190,7 +183,8 @@ def compress(c, workdir: str) -> list[dict]:
             src = d if name != "thinet" else os.path.join(d, "final")
             continue
         os.makedirs(d, exist_ok=True)
-        model, meta = restore(src, "latest")
+        if name != "thinet":  # train.prune restores its source itself
+            model, meta = restore(src, "latest")
         if name == "thinet":
             p = copy.deepcopy(c)
             p.unlock()
@@ -206,21 +200,13 @@ def compress(c, workdir: str) -> list[dict]:
             run(_run_config(c, meta, **over), out)
         elif name == "finetune":
             out = os.path.join(d, "train")
-            from fsjax import export
-
-            if not os.path.exists(os.path.join(d, "init.json")):
-                export.save(os.path.join(d, "init"), model, meta)
-            run(_run_config(c, meta, init_weights=os.path.join(d, "init")), out)
+            run(_run_config(c, meta, init_weights=_init_weights(d, model, meta)), out)
         else:  # quant
             bits = int(v)
             qc = quant.QuantConfig(bits=bits, per_channel=c.compress.per_channel)
             if bits < c.compress.qat_below:
-                from fsjax import export
-
                 out = os.path.join(d, "train")
-                if not os.path.exists(os.path.join(d, "init.json")):
-                    export.save(os.path.join(d, "init"), model, meta)
-                run(_run_config(c, meta, init_weights=os.path.join(d, "init"),
+                run(_run_config(c, meta, init_weights=_init_weights(d, model, meta),
                                 **{"quant.bits": bits,
                                    "quant.per_channel": c.compress.per_channel}), out)
                 model, meta = restore(out, "latest")

@@ -26,26 +26,39 @@ import numpy as np
 from train import cli
 
 
-def _stage(c, workdir, init, meta, epochs, lr):
-    from train.trainer import run
-
+def stage_config(c, meta, epochs, lr, **over):
+    """The trainer config of a fine-tuning stage: ``c`` with the architecture of ``meta`` (zoo
+    options, conv kind), no initial weights or architecture source, ``epochs`` of cosine
+    decay from ``lr``, then ``over`` (dotted keys, e.g. ``init_weights=...``)."""
     s = copy.deepcopy(c)
     s.unlock()
     for k, v in meta["model_kw"].items():
         if k != "in_channels":
             s.model_kw[k] = v
-    for k, v in meta.get("conv", {}).items():  # the pruned model's own kind (dense or FS)
+    for k, v in meta.get("conv", {}).items():  # the stage model's own kind (dense or FS)
         if k in s.conv and k != "overrides":
             s.conv[k] = v
-    s.init_weights = init or ""
+    s.init_weights = ""
     if "arch_from" in s:
-        s.arch_from = ""  # the stage's architecture is the pruned one, from init
+        s.arch_from = ""  # the stage's architecture is meta's, from its init weights
     s.num_epochs = max(1, epochs)
     s.optimizer.lr = lr
     s.schedule.name = "cosine"
     s.schedule.warmup_epochs = 0.0
+    for k, v in over.items():
+        node = s
+        *parents, last = k.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = v
     s.lock()
-    return run(s, workdir)
+    return s
+
+
+def _stage(c, workdir, init, meta, epochs, lr):
+    from train.trainer import run
+
+    return run(stage_config(c, meta, epochs, lr, init_weights=init or ""), workdir)
 
 
 def prune(c, workdir: str) -> list[dict]:

@@ -92,7 +92,7 @@ class _Reader:
         pass
 
 
-def _weight_change(float_proto, q_proto, onnx) -> float:
+def _weight_change(float_proto, q_proto) -> float:
     """Largest ``|int8 weight - float weight| / max|float weight of that tensor|`` over the
     quantized weights (the DequantizeLinear'd initializers)."""
     from onnx import numpy_helper
@@ -128,7 +128,7 @@ def export_onnx(model: nnx.Module | Callable, input_shape, path: str, *, int8: b
     *input_shape)``, a few training batches). ``meta`` goes into the file's metadata_props
     (e.g. mean/std). Returns a dict: format, bytes, the folding info (and, int8, the
     largest relative weight change of the int8 rounding)."""
-    _, onnx, ort = require()
+    _, onnx, _ = require()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 ONNX export needs calibration inputs (N, *input_shape): a few "
                          "training batches, normalised as in training")
@@ -157,7 +157,7 @@ def export_onnx(model: nnx.Module | Callable, input_shape, path: str, *, int8: b
                             calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": False,
                                            "WeightSymmetric": True})
-        out["int8_weight_change"] = _weight_change(proto, onnx.load(tmp), onnx)
+        out["int8_weight_change"] = _weight_change(proto, onnx.load(tmp))
         out["calibration_images"] = int(len(calibration))
     os.replace(tmp, path)
     out["bytes"] = os.path.getsize(path)
