@@ -18,7 +18,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
                  "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
                  "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding",
-                 "head", "fc_width")
+                 "head", "fc_width", "backbone", "backbone_kw", "image_size", "extras",
+                 "aspect_ratios", "min_scale", "max_scale")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -68,6 +69,11 @@ def base() -> ml_collections.ConfigDict:
     # DARTS search (first order): weights on one half of the training set, alphas and DFS
     # locations on the other half
     c.nas = ml_collections.ConfigDict(dict(search=False, arch_lr=3e-4, arch_weight_decay=1e-3))
+    # detection (dataset synthetic_detection | voc, model ssd): data, matching, loss, inference
+    c.detection = ml_collections.ConfigDict(dict(
+        image_size=64, max_objects=4, num_train=8000, num_test=1000, min_crop=0.5,
+        match_threshold=0.5, neg_pos_ratio=3.0, score_threshold=0.01, nms_threshold=0.45,
+        top_k=200, max_detections=100, map_method="11point"))
     c.quant = ml_collections.ConfigDict(dict(bits=0, per_channel=False, method="uniform",
                                              overrides={}),
                                         type_safe=False)  # QAT (fsjax.quant); 0 = off
@@ -78,8 +84,11 @@ def load_data(c, data_limit: int | None = None):
     """The config's data set (``data_limit`` overrides ``c.data_limit``); configs saved by an
     older fsjax may lack ``eval_limit``."""
     limit = c.data_limit if data_limit is None else data_limit
+    det = c.get("detection")
+    kw = dict(image_size=det.image_size, max_objects=det.max_objects, num_train=det.num_train,
+              num_test=det.num_test, seed=c.get("seed", 0)) if det is not None else None
     return data.load(c.dataset, c.data_dir, limit, eval_limit=c.get("eval_limit", 0),
-                     seed=c.get("seed", 0))
+                     seed=c.get("seed", 0), detection_kw=kw)
 
 
 HELP = {
@@ -140,6 +149,18 @@ HELP = {
     "nas.search": "DARTS search: weights on one half, architecture on the other",
     "nas.arch_lr": "DARTS architecture learning rate",
     "nas.arch_weight_decay": "DARTS architecture weight decay",
+    "detection.image_size": "detection images are resized to this square side (synthetic, VOC)",
+    "detection.max_objects": "synthetic scenes: most objects per image (VOC: 0 = all)",
+    "detection.num_train": "synthetic scenes: training images",
+    "detection.num_test": "synthetic scenes: test images",
+    "detection.min_crop": "smallest random crop side (fraction of the image; 1: no crop)",
+    "detection.match_threshold": "IoU from which a default box matches a ground-truth box",
+    "detection.neg_pos_ratio": "hard negatives per positive in the multibox loss",
+    "detection.score_threshold": "inference: lowest class score kept",
+    "detection.nms_threshold": "inference: NMS IoU threshold",
+    "detection.top_k": "inference: boxes per class before NMS",
+    "detection.max_detections": "inference: detections per image",
+    "detection.map_method": "mAP@0.5 definition: 11point (VOC07) | all (VOC10+) | 101point",
     "quant.bits": "QAT bits (0: off, 2..8)",
     "quant.per_channel": "per-output-channel quantisation scales",
     "quant.method": "uniform | kmeans",
@@ -181,6 +202,17 @@ RANGES = {
     "quant.bits": ("int", 0, 8, "0 (off) or an int in 2..8"),
     "nas.arch_lr": ("num", 1e-300, None, "a number > 0"),
     "nas.arch_weight_decay": ("num", 0, None, "a number >= 0"),
+    "detection.image_size": ("int", 16, None, "an int >= 16 (pixels)"),
+    "detection.max_objects": ("int", 0, None, "an int >= 0 (VOC: 0 = all; synthetic >= 1)"),
+    "detection.num_train": ("int", 1, None, "a positive int"),
+    "detection.num_test": ("int", 1, None, "a positive int"),
+    "detection.min_crop": ("num", 0.1, 1, "a number in [0.1, 1] (1: no crop)"),
+    "detection.match_threshold": ("num", 0, 1, "a number in [0, 1]"),
+    "detection.neg_pos_ratio": ("num", 0, None, "a number >= 0"),
+    "detection.score_threshold": ("num", 0, 1, "a number in [0, 1]"),
+    "detection.nms_threshold": ("num", 0, 1, "a number in [0, 1]"),
+    "detection.top_k": ("int", 1, None, "a positive int"),
+    "detection.max_detections": ("int", 1, None, "a positive int"),
 }
 BOOLS = ("augment.flip", "tta_flip", "keep_best", "tensorboard", "progress", "quiet",
          "optimizer.nesterov", "quant.per_channel", "nas.search")
@@ -219,9 +251,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the key and the valid choices for a bad config."""
     if c.model not in models.MODELS:
         _choice("model", c.model, sorted(models.MODELS))
-    if c.dataset not in ("fashion_mnist", "cifar10", "synthetic") and not (
+    if c.dataset not in ("fashion_mnist", "cifar10", "synthetic", *data.DETECTION) and not (
             c.dataset.startswith("tfds:") and len(c.dataset) > 5):
         _choice("dataset", c.dataset, data.DATASETS)
+    if (c.model == "ssd") != (c.dataset in data.DETECTION):
+        raise ValueError(f"config.model = {c.model!r} and config.dataset = {c.dataset!r} do not "
+                         f"fit: detection data sets ({', '.join(data.DETECTION)}) train the "
+                         f"detector 'ssd', and 'ssd' trains on them only")
+    if "detection" in c:
+        _choice("detection.map_method", c.detection.map_method, ("11point", "all", "101point"))
     _choice("conv.kind", c.conv.kind, KINDS)
     _choice("schedule.name", c.schedule.name, SCHEDULES)
     _choice("optimizer.name", c.optimizer.name, OPTIMIZERS)

@@ -80,9 +80,18 @@ def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=No
         entries = quant.plan(model, q)
         param_tf = lambda params: quant.fake_quant_params(params, entries, q.method)
     mesh = make_mesh()
-    runner = Runner(lambda *a: None, make_eval_step(fn, meta["mean"], meta["std"], jnp.float32,
-                                                     c.tta_flip, param_tf),
-                    mesh, len(jax.devices()), batch, True)
+    if ds.task == "detect":  # mAP@0.5 as "accuracy", with the detection settings of the run
+        from train import detect_fn
+
+        priors = model.priors()
+        runner = Runner(lambda *a: None, detect_fn.make_eval_step(
+            fn, c, meta["mean"], meta["std"], jnp.float32, priors, param_tf), mesh,
+            len(jax.devices()), batch, True,
+            eval_finish=detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
+    else:
+        runner = Runner(lambda *a: None, make_eval_step(fn, meta["mean"], meta["std"],
+                                                         jnp.float32, c.tta_flip, param_tf),
+                        mesh, len(jax.devices()), batch, True)
     return runner.evaluate(p, s, runner.put_eval(ds.test_images, ds.test_labels))
 
 
@@ -158,6 +167,9 @@ def main(argv=None) -> int:
         return 2
     try:
         model, meta = restore(a.workdir, a.which)
+        if a.deploy and meta.get("model") == "ssd":
+            raise ValueError("--deploy exports classifiers; export a detector with --export "
+                             "PATH (fsjax's format, packed with --quantize)")
         dfs_table = report.format_locations(report.location_rows(model))
         if a.freeze_dfs or a.quantize:  # a packed export needs integer offsets
             from fsjax.nn import freeze_dfs

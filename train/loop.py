@@ -56,12 +56,16 @@ class Runner:
       on the host (each process puts only its rows of the global batch).
 
     Metrics are summed on the device and fetched about 10 times per epoch (``on_chunk``).
-    Evaluation is a Python loop of one jitted call per evaluation batch on every backend.
+    Evaluation is a Python loop of one jitted call per evaluation batch on every backend;
+    evaluation outputs whose key starts with ``_`` (a detector's boxes) are gathered per batch
+    instead of summed and handed to ``eval_finish(gathered) -> dict`` (e.g. the mAP), whose
+    entries join (or replace) the evaluation's.
     """
 
     def __init__(self, step_fn, eval_fn, mesh: Mesh, batch: int, eval_batch: int,
-                 on_device: bool, unroll: bool | None = None):
+                 on_device: bool, unroll: bool | None = None, eval_finish=None):
         self.mesh, self.batch, self.eval_batch = mesh, batch, eval_batch
+        self.eval_finish = eval_finish
         self.on_device = on_device
         self.unroll = jax.default_backend() == "cpu" if unroll is None else bool(unroll)
         self.repl = NamedSharding(mesh, P())
@@ -107,7 +111,7 @@ class Runner:
         pad = nb * b - n
         mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
         images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-        labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        labels = np.concatenate([labels, np.zeros((pad, *labels.shape[1:]), labels.dtype)])
         rows = np.arange(nb * b).reshape(nb, b)
         return [self._put_rows(a, rows) for a in (images, labels, mask)]
 
@@ -178,10 +182,15 @@ class Runner:
 
     def evaluate(self, params, stats, eval_data) -> dict:
         xs, ys, ms = eval_data
-        m = None
+        m, gathered = None, {}
         for i in range(xs.shape[0]):
             mi = self._eval(params, stats, xs, ys, ms, i)
+            for k in [k for k in mi if k.startswith("_")]:
+                gathered.setdefault(k, []).append(np.asarray(jax.device_get(mi.pop(k))))
             m = mi if m is None else jax.tree.map(jnp.add, m, mi)
         m = jax.device_get(m)
         n = max(int(m["count"]), 1)
-        return dict(loss=float(m["loss"]) / n, accuracy=float(m["correct"]) / n)
+        out = dict(loss=float(m["loss"]) / n, accuracy=float(m["correct"]) / n)
+        if self.eval_finish is not None:
+            out.update(self.eval_finish(gathered))
+        return out

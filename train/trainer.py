@@ -39,9 +39,12 @@ def model_meta(c, num_classes: int) -> dict:
                 conv=conv, num_classes=num_classes)
 
 
-def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None):
+def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None,
+                image_size: int | None = None):
     meta = model_meta(c, num_classes)
     meta["model_kw"] = dict(meta["model_kw"], in_channels=in_channels)
+    if c.model == "ssd" and image_size and "image_size" not in meta["model_kw"]:
+        meta["model_kw"]["image_size"] = int(image_size)  # the detector's boxes fit the data
     if layers:
         meta["layers"] = layers
     return export.build(meta, dtype), meta
@@ -119,7 +122,8 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
             raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
                              f"examples")
         dtype = compute_dtype(c)
-        model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype)
+        model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
+                                  image_size=ds.image_shape[0])
         if c.init_from and ckpt_absent(workdir):
             _init_from_dense(model, c.init_from)
         if c.init_weights and ckpt_absent(workdir):
@@ -153,7 +157,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest))
         if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
             model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
-                                      saved["layers"])
+                                      saved["layers"], image_size=ds.image_shape[0])
         start_epoch = saved["epoch"]
     if c.num_epochs < start_epoch:
         raise ValueError(f"config.num_epochs = {c.num_epochs} is below the {start_epoch} epochs "
@@ -178,10 +182,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
 
     n_train = len(train_xy[1])
-    runner = Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf,
-                                    param_labels(model)),
-                    make_eval_step(fn, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
-                    mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
+    runner = _runner(model, fn, tx, c, ds, dtype, mesh, param_tf)
     ts = jax.device_put(ts, runner.repl)
     train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
     eval_data = runner.put_eval(ds.test_images, ds.test_labels)
@@ -236,8 +237,10 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                        train_loss=acc["loss"] / acc["count"],
                        train_accuracy=acc["correct"] / acc["count"],
                        test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+            rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
             el = bar.end_epoch(f"loss {rec['train_loss']:.4f} train {100 * rec['train_accuracy']:.2f}%"
-                               f" test {100 * ev['accuracy']:.2f}%")
+                               f" test {'mAP@0.5 ' if ds.task == 'detect' else ''}"
+                               f"{100 * ev['accuracy']:.2f}%")
             rec["epoch_s"] = el
             rec["images_per_s"] = steps * c.batch_size / el
             _check_finite(ts, ev, epoch, ckpts)
@@ -372,11 +375,29 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
         lambda p, v: old.get(jax.tree_util.keystr(p), v)
         if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, ts2["opt"])
     ts2 = dict(ts2, opt=opt, step=ts["step"])
-    runner = Runner(make_train_step(fn2, tx, c, ds.mean, ds.std, dtype, param_tf,
-                                    param_labels(model)),
-                    make_eval_step(fn2, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
-                    mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
+    runner = _runner(model, fn2, tx, c, ds, dtype, mesh, param_tf)
     return model, fn2, tx, jax.device_put(ts2, runner.repl), runner
+
+
+def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
+    """The epoch runner with the task's steps: classification, or detection (multibox loss,
+    mAP@0.5 as the test metric)."""
+    if ds.task == "detect":
+        from train import detect_fn
+
+        if jax.process_count() > 1:
+            raise ValueError("detection training runs in one process (its mAP gathers the "
+                             "detections on the host); use one process with several devices")
+        priors = model.priors()
+        return Runner(detect_fn.make_train_step(fn, tx, c, ds.mean, ds.std, dtype, priors,
+                                                param_tf),
+                      detect_fn.make_eval_step(fn, c, ds.mean, ds.std, dtype, priors, param_tf),
+                      mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
+                      eval_finish=detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
+    return Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf,
+                                  param_labels(model)),
+                  make_eval_step(fn, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
+                  mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
 
 
 def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
@@ -440,9 +461,17 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
              images_per_s=ips, wall_s=time.perf_counter() - t_start,
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
              compute_dtype=str(compute_dtype(c)), **totals)
+    if ds.task == "detect":
+        r["metric"] = f"mAP@0.5 ({c.detection.map_method})"
+        r.update({k[5:]: v for k, v in (records[-1] if records else {}).items()
+                  if k.startswith("test_map50")})
     if jax.process_index():
         return r
     write_results(workdir, r)
+    if ds.task == "detect":
+        from train.detect_fn import draw_detections
+
+        draw_detections(model, ds, c, os.path.join(workdir, "detections.png"))
     run_name = os.path.basename(os.path.abspath(workdir))
     plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}")
     if not c.quiet:

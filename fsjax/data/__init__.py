@@ -8,6 +8,10 @@
 - ``tfds:<name>`` (``tfds:cifar10``, ``tfds:cifar100``, ...): TFDS catalogue data for users who
   have TensorFlow and the prepared data (``data_dir`` is the TFDS data dir).
 - ``synthetic``: random images with learnable labels, for tests and benchmarks.
+- ``synthetic_detection`` and ``voc`` (PASCAL VOC 2007 folders): detection sets
+  (:mod:`fsjax.data.detection`); their ``*_labels`` are packed targets ``(N, G, 7)`` float32
+  rows ``(x1, y1, x2, y2, class, valid, difficult)`` (:func:`pack_targets`) and
+  ``task == 'detect'``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import numpy as np
 
 from fsjax.data import cifar_jpeg, fashion_mnist
 
-DATASETS = ("fashion_mnist", "cifar10", "synthetic", "tfds:<name>")
+DATASETS = ("fashion_mnist", "cifar10", "synthetic", "synthetic_detection", "voc",
+            "tfds:<name>")
+DETECTION = ("synthetic_detection", "voc")
 
 MEAN_STD = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -40,6 +46,9 @@ class Dataset:
     mean: tuple
     std: tuple
     full_sizes: tuple = ()  # (train, test) sizes before any subset
+    task: str = "classify"  # or "detect" (labels are packed box targets)
+    class_names: tuple = ()
+    subset_kind: str = "class-stratified random subset"
 
     @property
     def subset(self) -> str:
@@ -50,7 +59,7 @@ class Dataset:
         parts = [f"{len(y):,} of {n:,} {what}" for y, n, what in
                  ((self.train_labels, self.full_sizes[0], "train"),
                   (self.test_labels, self.full_sizes[1], "test")) if len(y) < n]
-        return (", ".join(parts) + " (class-stratified random subset)") if parts else ""
+        return (", ".join(parts) + f" ({self.subset_kind})") if parts else ""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -114,11 +123,45 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
+def pack_targets(split) -> np.ndarray:
+    """A detection split's boxes, labels, valid and difficult masks as one ``(N, G, 7)``
+    float32 array (the trainer moves and batches it like class labels)."""
+    return np.concatenate([split.boxes, split.labels[..., None].astype(np.float32),
+                           split.valid[..., None], split.difficult[..., None]], -1
+                          ).astype(np.float32)
+
+
+def _load_detection(name, data_dir, limit, eval_limit, detection_kw) -> Dataset:
+    from fsjax.data import detection
+
+    kw = dict(detection_kw or {})
+    if name == "voc":
+        ds = detection.load_voc(data_dir, size=kw.get("image_size", 300),
+                                max_objects=kw.get("max_objects") or None)
+    else:
+        ds = detection.synthetic_scenes(
+            kw.get("num_train", 8000), kw.get("num_test", 1000), kw.get("image_size", 64),
+            kw.get("max_objects", 4), kw.get("seed", 0), data_dir=data_dir)
+    full = (len(ds.train), len(ds.test))
+    tr, te = ds.train, ds.test
+    xtr, ytr, xte, yte = tr.images, pack_targets(tr), te.images, pack_targets(te)
+    if limit and limit < len(ytr):  # the first images (scenes are already in random order)
+        xtr, ytr = xtr[:limit], ytr[:limit]
+    if eval_limit and eval_limit < len(yte):
+        xte, yte = xte[:eval_limit], yte[:eval_limit]
+    return Dataset(ds.name, xtr, ytr, xte, yte, ds.num_classes, ds.mean, ds.std, full,
+                   task="detect", class_names=ds.class_names, subset_kind="the first images")
+
+
 def load(name: str, data_dir: str = "", limit: int = 0, tfds_data_dir: str = "",
-         eval_limit: int = 0, seed: int = 0) -> Dataset:
+         eval_limit: int = 0, seed: int = 0, detection_kw: dict | None = None) -> Dataset:
     """Load a data set into host memory. ``limit`` > 0 keeps a seeded, class-stratified random
     subset of that many training examples, ``eval_limit`` > 0 the same of the test set (the
-    full test set otherwise); :attr:`Dataset.subset` says so."""
+    full test set otherwise); :attr:`Dataset.subset` says so. Detection sets take the first
+    images instead and ``detection_kw`` (``image_size``, ``max_objects``, ``num_train``,
+    ``num_test``, ``seed`` of the synthetic scenes)."""
+    if name in DETECTION:
+        return _load_detection(name, data_dir, limit, eval_limit, detection_kw)
     if name == "fashion_mnist":
         # one prepared copy per source folder (the Debian one unless data_dir names another)
         src = os.path.abspath(fashion_mnist.source_dir(data_dir))

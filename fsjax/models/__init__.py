@@ -6,7 +6,8 @@ resnet164 (CIFAR, bottleneck), resnet18/34/50 (``stem='imagenet'|'cifar'``, ``de
 (``variant='cifar'|'imagenet'``, ``widths``, ``head='fc'|'linear'|'gap'``, ``fc_width``),
 mobilenet_v1 (``width``, ``stem_stride``), densenet_bc100 (``depth``, ``growth``),
 darts_search (``cells``, ``channels``), darts_eval (``genotype``, ``cells``, ``channels``,
-``auxiliary``, ``drop_path``).
+``auxiliary``, ``drop_path``), ssd (detector: ``backbone``, ``backbone_kw``, ``image_size``,
+``extras``, ``aspect_ratios``, ``min_scale``, ``max_scale``; :class:`SSD`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from fsjax.models.densenet import DenseNetBC
 from fsjax.models.layers import ConvBN, ConvFactory, batch_norm
 from fsjax.models.mobilenet import MobileNetV1
 from fsjax.models.resnet import ResNet
+from fsjax.models.ssd import SSD
 from fsjax.models.vgg import VGG
 
 __all__ = ["MODELS", "create", "arch_name", "ConvFactory", "ConvBN", "batch_norm", "ResNet", "VGG",
-           "MobileNetV1", "DenseNetBC"]
+           "MobileNetV1", "DenseNetBC", "SSD"]
 
 
 def _cifar_resnet(default_depth, bottleneck=False):
@@ -60,6 +62,7 @@ MODELS = {
     "vgg16": lambda num_classes, **kw: VGG(num_classes, **kw),
     "mobilenet_v1": lambda num_classes, **kw: MobileNetV1(num_classes, **kw),
     "darts_search": lambda num_classes, **kw: DartsSearch(num_classes, **kw),
+    "ssd": lambda num_classes, **kw: SSD(num_classes, **kw),
     "darts_eval": lambda num_classes, **kw: DartsEval(num_classes, **kw),
     "densenet_bc100": lambda num_classes, depth=100, growth=12, **kw: DenseNetBC(
         num_classes, depth=depth, growth=growth, **kw),

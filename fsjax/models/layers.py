@@ -120,9 +120,11 @@ class ConvBN(nnx.Module):
     """conv -> BatchNorm (-> ReLU if ``act``)."""
 
     def __init__(self, factory: ConvFactory, name, cin, cout, kernel_size, *, strides=1,
-                 padding="SAME", feature_group_count=1, act=True, zero_init=False, rngs):
+                 padding="SAME", feature_group_count=1, dilation=1, act=True, zero_init=False,
+                 rngs):
         self.conv = factory(name, cin, cout, kernel_size, strides=strides, padding=padding,
-                            feature_group_count=feature_group_count, rngs=rngs)
+                            feature_group_count=feature_group_count, dilation=dilation,
+                            rngs=rngs)
         self.bn = batch_norm(cout, factory, rngs, zero_init)
         self.act = act
 

@@ -44,7 +44,20 @@ class MobileNetV1(nnx.Module):
             blocks.append(DepthwiseSeparable(factory, f"block{i + 1}", c, w(out), stride, rngs))
             c = w(out)
         self.blocks = nnx.List(blocks)
+        # the last block at each resolution (before a stride-2 block, and the final one)
+        self.stage_ends = tuple(i for i in range(len(_CFG))
+                                if i == len(_CFG) - 1 or _CFG[i + 1][1] == 2)
+        self.stage_channels = tuple(w(_CFG[i][0]) for i in self.stage_ends)
         self.fc = classifier(factory, c, num_classes, rngs)
+
+    def feature_maps(self, x) -> list:
+        """The output at each resolution, finest first (SSD-MobileNet taps block11, block13)."""
+        x, out = self.stem(x), []
+        for i, b in enumerate(self.blocks):
+            x = b(x)
+            if i in self.stage_ends:
+                out.append(x)
+        return out
 
     def __call__(self, x):
         x = self.stem(x)

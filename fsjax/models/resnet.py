@@ -90,11 +90,13 @@ class ResNet(nnx.Module):
       mid_widths: per block, the inner conv widths (basic: [conv1]; bottleneck: [conv1, conv2]);
         ThiNet-pruned architectures. Default: the stage width.
       torch_padding: pad ``k//2`` on both sides (PyTorch) instead of ``'SAME'``.
+      stem_stride: stride of the 'cifar' stem conv (2 halves every feature map: detection
+        backbones on larger images).
     """
 
     def __init__(self, block, depths, widths, num_classes, *, stem="cifar", stem_width=None,
                  shortcut="B", stride_on="3x3", in_channels=3, mid_widths=None,
-                 torch_padding=False, factory=ConvFactory(), rngs):
+                 torch_padding=False, stem_stride=1, factory=ConvFactory(), rngs):
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck'; got {block!r}")
         if stem not in ("cifar", "imagenet"):
@@ -106,7 +108,7 @@ class ResNet(nnx.Module):
         cls = BasicBlock if block == "basic" else Bottleneck
         c = stem_width or widths[0]
         if stem == "cifar":
-            self.stem = ConvBN(factory, "stem", in_channels, c, 3,
+            self.stem = ConvBN(factory, "stem", in_channels, c, 3, strides=stem_stride,
                                padding=_pad(torch_padding, 3), rngs=rngs)
         else:
             self.stem = ConvBN(factory, "stem", in_channels, c, 7, strides=2,
@@ -125,7 +127,21 @@ class ResNet(nnx.Module):
                                   stride_on, mid, torch_padding, rngs=rngs))
                 c = width * cls.expansion
         self.blocks = nnx.List(blocks)
+        self.stage_ends = tuple(int(sum(depths[:s + 1])) - 1 for s in range(len(depths)))
+        self.stage_channels = tuple(w * cls.expansion for w in widths)
         self.fc = classifier(factory, c, num_classes, rngs)
+
+    def feature_maps(self, x) -> list:
+        """Each stage's output (NHWC), finest first: the taps of a detection head."""
+        x = self.stem(x)
+        if self.pool_stem:
+            x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
+        out = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in self.stage_ends:
+                out.append(x)
+        return out
 
     def features(self, x):
         x = self.stem(x)

@@ -75,6 +75,9 @@ class VGG(nnx.Module):
                 layers.append(_ConvBias(factory, names[i], c, w, rngs))
             c, i = w, i + 1
         self.layers = nnx.List(layers)
+        ends = [sum(1 for v in VGG16_CFG[:e] if v != "M") - 1
+                for e, v in enumerate(VGG16_CFG) if v == "M"]
+        self.stage_channels = tuple(widths[i] for i in ends)
         if head == "fc":
             hidden = fc_width or (4096 if variant == "imagenet" else 512)
             flat = c * (49 if variant == "imagenet" else 1)
@@ -84,6 +87,21 @@ class VGG(nnx.Module):
             self.dropout = Dropout(dropout)
         else:
             self.head = nnx.List([classifier(factory, c, num_classes, rngs)])
+
+    def feature_maps(self, x) -> list:
+        """The last conv output of each of the five stages (before its pool), finest first:
+        ``conv1_2, conv2_2, conv3_3, conv4_3, conv5_3`` (SSD taps conv4_3 and conv5_3)."""
+        out, i = [], 0
+        for p in (["C" if v != "M" else "M" for v in VGG16_CFG]):
+            if p == "M":
+                out.append(x)
+                if len(out) == 5:
+                    break
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+            else:
+                x = self.layers[i](x)
+                i += 1
+        return out
 
     def features(self, x):
         """The head's input: ``(N, S, C)`` with S = the flattened pool5 positions (``fc``)

@@ -1,6 +1,19 @@
 """Pure jax.numpy functions: the single source of fsjax's math (shapes in the docstrings)."""
 
 from fsjax.ops import thinet  # noqa: F401  (module: sample_positions, gram)
+from fsjax.ops.boxes import (
+    boxes_per_cell,
+    center_to_corners,
+    corners_to_center,
+    crop_boxes,
+    decode_boxes,
+    default_boxes,
+    encode_boxes,
+    flip_boxes,
+    iou,
+    match_boxes,
+    nms_mask,
+)
 from fsjax.ops.conv import (
     broadcast_dims,
     canonical_padding,
@@ -29,6 +42,7 @@ from fsjax.ops.fs import (
 )
 from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
+from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
 from fsjax.ops.quant import (
     channel_groups,
@@ -99,4 +113,19 @@ __all__ = [
     "ks_dense_kernel",
     "ks_project",
     "ks_reduce",
+    "boxes_per_cell",
+    "center_to_corners",
+    "corners_to_center",
+    "crop_boxes",
+    "decode_boxes",
+    "default_boxes",
+    "encode_boxes",
+    "flip_boxes",
+    "iou",
+    "match_boxes",
+    "nms_mask",
+    "detect",
+    "hard_negatives",
+    "multibox_loss",
+    "smooth_l1",
 ]
