@@ -6,8 +6,9 @@
 Runs the jobs below ``--lanes`` at a time, each pinned to its own CPU core with single-threaded
 XLA (on the 2-core machine two such runs give 1.4x the images/s of one run on both cores). A job
 runs once its inputs are done; a finished job is marked by ``ROOT/NAME/DONE.json`` (command,
-revision, wall time) and skipped on re-run, an interrupted one resumes from its last checkpoint
-(the trainer's, or ``train.compress``'s steps). Output of each job: ``ROOT/NAME.log``.
+revisions: ``ROOT/NAME/REVISIONS`` has a line per start) and skipped on re-run; an interrupted
+one resumes from its last checkpoint (the trainer's, or ``train.compress``'s steps). Output of
+each job: ``ROOT/NAME.log``.
 
 ``--report`` prints the markdown table of docs/results.md ("CIFAR-10 on the CPU") from the
 finished jobs, writes ``ROOT/table.json``, the accuracy-vs-bytes plot with its Pareto front
@@ -63,6 +64,22 @@ def _revision() -> str:
                                                                   "-uno") else "")
 
 
+def _revisions(root, name) -> str:
+    """The revisions the job ran at, in order (several when it was resumed after a commit)."""
+    with open(os.path.join(root, name, "REVISIONS")) as f:
+        revs = [line.split()[1] for line in f if line.strip()]
+    return "+".join(dict.fromkeys(revs))
+
+
+def _train_seconds(workdirs) -> float:
+    """Wall time of the training itself: the epochs' seconds in the runs' metrics (the
+    first epoch includes compilation; evaluation is outside), summed over resumes."""
+    from train.progress import MetricsLog
+
+    return sum(r.get("epoch_s", 0.0) for w in workdirs
+               for r in MetricsLog.read(os.path.join(w, "metrics.jsonl")))
+
+
 def _done(root, name) -> bool:
     return os.path.exists(os.path.join(root, name, "DONE.json"))
 
@@ -77,6 +94,9 @@ def _start(root, name, core):
                                       " --xla_cpu_multi_thread_eigen=false").strip())
     log = open(os.path.join(root, f"{name}.log"), "a")
     cmd = _command(root, name)
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    with open(os.path.join(root, name, "REVISIONS"), "a") as f:  # one line per (re)start
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {_revision()}\n")
     print(f"[{time.strftime('%H:%M:%S')}] start {name} on core {core}: {' '.join(cmd[1:])}",
           flush=True)
     pre = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
@@ -93,7 +113,6 @@ def run(root: str, lanes: int, only: list[str] | None) -> int:
               file=sys.stderr)
         return 2
     os.makedirs(root, exist_ok=True)
-    rev = _revision()
     cores = sorted(os.sched_getaffinity(0))
     running: dict[str, tuple] = {}
     failed: set[str] = set()
@@ -114,10 +133,10 @@ def run(root: str, lanes: int, only: list[str] | None) -> int:
             if p.returncode == 0:
                 from train.results import write_json
 
-                os.makedirs(os.path.join(root, name), exist_ok=True)
                 write_json(os.path.join(root, name, "DONE.json"), dict(
-                    command=" ".join(["python", *_command(root, name)[1:]]), revision=rev,
-                    wall_s=time.time() - t0, lanes=lanes))
+                    command=" ".join(["python", *_command(root, name)[1:]]),
+                    revision=_revisions(root, name), last_wall_s=time.time() - t0,
+                    lanes=lanes))
                 print(f"[{time.strftime('%H:%M:%S')}] done {name} ({time.time() - t0:.0f} s)",
                       flush=True)
             else:
@@ -161,20 +180,21 @@ def _export_bytes(workdir: str) -> int:
 def _row(root: str, name: str) -> dict:
     d = os.path.join(root, name)
     done = _json(os.path.join(d, "DONE.json"))
-    row = dict(name=name, command=done["command"], revision=done["revision"],
-               wall_s=done["wall_s"])
+    row = dict(name=name, command=done["command"], revision=done["revision"])
     if os.path.exists(os.path.join(d, "compress_results.json")):
         last = _json(os.path.join(d, "compress_results.json"))[-1]
         train = [os.path.join(d, s, t) for s in sorted(os.listdir(d)) if s[:2].isdigit()
                  for t in ("train", "final") if os.path.exists(os.path.join(d, s, t,
                                                                             "results.json"))]
         ips = [_json(os.path.join(t, "results.json"))["images_per_s"] for t in train]
+        row["wall_s"] = _train_seconds(train)
         row.update(accuracy=last["accuracy"], stored_params=last["stored_params"],
                    dense_params=last["dense_params"], effective_params=last["effective_params"],
                    macs=last["macs"], export_bytes=last["export_bytes"],
                    images_per_s=statistics.median(ips) if ips else None)
     else:
         r = _json(os.path.join(d, "results.json"))
+        row["wall_s"] = _train_seconds([d])
         row.update(accuracy=r["accuracy"], stored_params=r["stored_params"],
                    dense_params=r["dense_params"], effective_params=float(r["stored_params"]),
                    macs=r["macs"], export_bytes=_export_bytes(d), images_per_s=r["images_per_s"],
