@@ -4,11 +4,8 @@
     python -m benchmarks.cifar_table --report [--docs docs]
 
 Runs the jobs below ``--lanes`` at a time, each pinned to its own CPU core with single-threaded
-XLA (on the 2-core machine two such runs give 1.4x the images/s of one run on both cores). A job
-runs once its inputs are done; a finished job is marked by ``ROOT/NAME/DONE.json`` (command,
-revisions: ``ROOT/NAME/REVISIONS`` has a line per start) and skipped on re-run; an interrupted
-one resumes from its last checkpoint (the trainer's, or ``train.compress``'s steps). Output of
-each job: ``ROOT/NAME.log``.
+XLA (:mod:`benchmarks.jobs`: resumable, a job runs once its inputs are done, each start's
+revision recorded).
 
 ``--report`` prints the markdown table of docs/results.md ("CIFAR-10 on the CPU") from the
 finished jobs, writes ``ROOT/table.json``, the accuracy-vs-bytes plot with its Pareto front
@@ -20,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import time
+
+from benchmarks import jobs
 
 TABLE = "configs/cifar10/table.py"
-NAS_SEARCH = "configs/nas/darts_search.py:4"
 
 
 def _train(variant, seed=0):
@@ -54,107 +49,6 @@ JOBS = {
     "dense-s1": ((), _train("dense", 1)),
     "fs4-s1": ((), _train("fs4", 1)),
 }
-
-
-def _revision() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
-
-    return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain",
-                                                                  "-uno") else "")
-
-
-def _revisions(root, name) -> str:
-    """The revisions the job ran at, in order (several when it was resumed after a commit)."""
-    with open(os.path.join(root, name, "REVISIONS")) as f:
-        revs = [line.split()[1] for line in f if line.strip()]
-    return "+".join(dict.fromkeys(revs))
-
-
-def _train_seconds(workdirs) -> float:
-    """Wall time of the training itself: the epochs' seconds in the runs' metrics (the
-    first epoch includes compilation; evaluation is outside), summed over resumes."""
-    from train.progress import MetricsLog
-
-    return sum(r.get("epoch_s", 0.0) for w in workdirs
-               for r in MetricsLog.read(os.path.join(w, "metrics.jsonl")))
-
-
-def _done(root, name) -> bool:
-    return os.path.exists(os.path.join(root, name, "DONE.json"))
-
-
-def _command(root, name) -> list[str]:
-    workdir = os.path.join(root, name)
-    return [a.replace("{root}", root) for a in JOBS[name][1]] + ["--workdir", workdir]
-
-
-def _start(root, name, core):
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                                      " --xla_cpu_multi_thread_eigen=false").strip())
-    log = open(os.path.join(root, f"{name}.log"), "a")
-    cmd = _command(root, name)
-    os.makedirs(os.path.join(root, name), exist_ok=True)
-    with open(os.path.join(root, name, "REVISIONS"), "a") as f:  # one line per (re)start
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {_revision()}\n")
-    print(f"[{time.strftime('%H:%M:%S')}] start {name} on core {core}: {' '.join(cmd[1:])}",
-          flush=True)
-    pre = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pre,
-                         start_new_session=True)
-    return p, log, time.time()
-
-
-def run(root: str, lanes: int, only: list[str] | None) -> int:
-    names = [n for n in JOBS if not only or n in only]
-    unknown = sorted(set(only or ()) - set(JOBS))
-    if unknown:
-        print(f"error: unknown job(s) {', '.join(unknown)}; valid: {', '.join(JOBS)}",
-              file=sys.stderr)
-        return 2
-    os.makedirs(root, exist_ok=True)
-    cores = sorted(os.sched_getaffinity(0))
-    running: dict[str, tuple] = {}
-    failed: set[str] = set()
-
-    def stop(*_):
-        for p, *_ in running.values():
-            os.killpg(p.pid, signal.SIGTERM)
-        sys.exit(130)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        for name, (p, log, t0, _core) in list(running.items()):
-            if p.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            if p.returncode == 0:
-                from train.results import write_json
-
-                write_json(os.path.join(root, name, "DONE.json"), dict(
-                    command=" ".join(["python", *_command(root, name)[1:]]),
-                    revision=_revisions(root, name), last_wall_s=time.time() - t0,
-                    lanes=lanes))
-                print(f"[{time.strftime('%H:%M:%S')}] done {name} ({time.time() - t0:.0f} s)",
-                      flush=True)
-            else:
-                failed.add(name)
-                print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {p.returncode}); "
-                      f"see {root}/{name}.log", flush=True)
-        todo = [n for n in names if not _done(root, n) and n not in running and n not in failed]
-        ready = [n for n in todo if all(_done(root, d) for d in JOBS[n][0])]
-        free = [c for c in cores[:lanes] if c not in {v[3] for v in running.values()}] \
-            if lanes > 1 else [None]
-        while ready and len(running) < lanes and free:
-            name, core = ready.pop(0), free.pop(0)
-            running[name] = (*_start(root, name, core), core)
-        if not running:
-            left = [n for n in names if not _done(root, n)]
-            print("all done" if not left else f"not done: {', '.join(left)}")
-            return 1 if left else 0
-        time.sleep(5)
 
 
 # ---------------------------------------------------------------------------- report
@@ -187,14 +81,14 @@ def _row(root: str, name: str) -> dict:
                  for t in ("train", "final") if os.path.exists(os.path.join(d, s, t,
                                                                             "results.json"))]
         ips = [_json(os.path.join(t, "results.json"))["images_per_s"] for t in train]
-        row["wall_s"] = _train_seconds(train)
+        row["wall_s"] = jobs.train_seconds(train)
         row.update(accuracy=last["accuracy"], stored_params=last["stored_params"],
                    dense_params=last["dense_params"], effective_params=last["effective_params"],
                    macs=last["macs"], export_bytes=last["export_bytes"],
                    images_per_s=statistics.median(ips) if ips else None)
     else:
         r = _json(os.path.join(d, "results.json"))
-        row["wall_s"] = _train_seconds([d])
+        row["wall_s"] = jobs.train_seconds([d])
         row.update(accuracy=r["accuracy"], stored_params=r["stored_params"],
                    dense_params=r["dense_params"], effective_params=float(r["stored_params"]),
                    macs=r["macs"], export_bytes=_export_bytes(d), images_per_s=r["images_per_s"],
@@ -203,7 +97,7 @@ def _row(root: str, name: str) -> dict:
 
 
 def report(root: str, docs: str) -> int:
-    rows = [_row(root, n) for n in JOBS if _done(root, n)]
+    rows = [_row(root, n) for n in JOBS if jobs.done(root, n)]
     if not rows:
         print(f"error: no finished job under {root}; run python -m benchmarks.cifar_table first",
               file=sys.stderr)
@@ -212,7 +106,7 @@ def report(root: str, docs: str) -> int:
 
     write_json(os.path.join(root, "table.json"), rows)
     print(format_table(rows))
-    missing = [n for n in JOBS if not _done(root, n)]
+    missing = [n for n in JOBS if not jobs.done(root, n)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
     os.makedirs(docs, exist_ok=True)
@@ -290,7 +184,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.report:
         return report(a.root, a.docs)
-    return run(a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
+    return jobs.run(JOBS, a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
 
 
 if __name__ == "__main__":
