@@ -245,3 +245,43 @@ def test_config_errors_for_detection():
     c.detection.map_method = "voc"
     with pytest.raises(ValueError, match="config.detection.map_method = 'voc' is not valid"):
         configlib.validate(c)
+
+
+def test_tfds_voc_converts_boxes_and_flags(monkeypatch):
+    """TFDS is not installed here: a stand-in module with TFDS's VOC example layout checks
+    the conversion (yxyx -> xyxy, labels, difficult, resize, split names)."""
+    import sys
+    import types
+
+    seen = {}
+
+    def example(h, w, bbox, label, diff):
+        return {"image": np.full((h, w, 3), 7, np.uint8),
+                "objects": {"bbox": np.array(bbox, np.float32), "label": np.array(label),
+                            "is_difficult": np.array(diff)}}
+
+    class Builder:
+        def is_prepared(self):
+            return True
+
+        def as_dataset(self, split):
+            seen.setdefault("splits", []).append(split)
+            if split == "test":
+                return [example(10, 20, [[0.1, 0.2, 0.5, 0.6]], [14], [False])]
+            return [example(30, 40, [[0.0, 0.5, 1.0, 1.0], [0.2, 0.1, 0.4, 0.3]], [7, 19],
+                            [False, True]), example(8, 8, [[0.5, 0.5, 0.9, 0.9]], [0], [False])]
+
+    fake = types.ModuleType("tensorflow_datasets")
+    fake.builder = lambda name, data_dir=None: seen.update(name=name) or Builder()
+    fake.as_numpy = lambda ds: ds
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    from fsjax import data
+
+    ds = data.load("tfds:voc/2007", detection_kw=dict(image_size=16))
+    assert seen == {"name": "voc/2007", "splits": ["train+validation", "test"]}
+    assert ds.task == "detect" and ds.num_classes == 20 and ds.train_images.shape == (2, 16, 16, 3)
+    t = ds.train_labels  # packed (x1, y1, x2, y2, class, valid, difficult)
+    np.testing.assert_allclose(t[0, :, :4], [[0.5, 0.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4]])
+    assert t[0, :, 4].tolist() == [7, 19] and t[0, :, 6].tolist() == [0, 1]
+    assert t[1, :, 5].tolist() == [1, 0]  # the second image has one object: one padding row
+    np.testing.assert_allclose(ds.test_labels[0, 0, :5], [0.2, 0.1, 0.6, 0.5, 14])

@@ -26,7 +26,11 @@ from fsjax.data import cifar_jpeg, fashion_mnist
 
 DATASETS = ("fashion_mnist", "cifar10", "synthetic", "synthetic_detection", "voc",
             "tfds:<name>")
-DETECTION = ("synthetic_detection", "voc")
+DETECTION = ("synthetic_detection", "voc", "tfds:voc/2007", "tfds:voc/2012")
+
+
+def is_detection(name: str) -> bool:
+    return name in DETECTION
 
 MEAN_STD = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -138,6 +142,9 @@ def _load_detection(name, data_dir, limit, eval_limit, detection_kw) -> Dataset:
     if name == "voc":
         ds = detection.load_voc(data_dir, size=kw.get("image_size", 300),
                                 max_objects=kw.get("max_objects") or None)
+    elif name.startswith("tfds:"):
+        ds = detection.load_tfds_voc(name[5:], data_dir, size=kw.get("image_size", 300),
+                                     max_objects=kw.get("max_objects") or None)
     else:
         ds = detection.synthetic_scenes(
             kw.get("num_train", 8000), kw.get("num_test", 1000), kw.get("image_size", 64),

@@ -13,6 +13,8 @@ not valid; ``G`` is the most objects in one image).
   once into the cache (``$FSJAX_CACHE``, default ``~/.cache/fsjax``).
 - ``voc`` (:func:`load_voc`): ``VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}``,
   XML parsed with the standard library; ``difficult`` objects kept and flagged.
+- ``tfds:voc/2007`` (:func:`load_tfds_voc`): the TFDS catalogue's VOC where TensorFlow
+  Datasets and the prepared data are present.
 """
 
 from __future__ import annotations
@@ -265,6 +267,42 @@ def load_voc(data_dir: str, year: str = "2007", train_split: str = "trainval",
     root = _voc_root(data_dir, year)
     return DetectionDataset(f"voc{year}", _voc_split(root, train_split, size, max_objects),
                             _voc_split(root, test_split, size, max_objects), VOC_CLASSES)
+
+
+def load_tfds_voc(name: str = "voc/2007", data_dir: str = "", size: int = 300,
+                  max_objects: int | None = None, train_split: str = "train+validation",
+                  test_split: str = "test") -> DetectionDataset:
+    """PASCAL VOC through TensorFlow Datasets (``tfds build voc/2007`` first; ``data_dir``: the
+    TFDS data dir). TFDS boxes are ``(ymin, xmin, ymax, xmax)`` normalised; they become xyxy."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ValueError(f"dataset 'tfds:{name}' needs tensorflow-datasets ({e})") from None
+    from PIL import Image
+
+    b = tfds.builder(name, data_dir=data_dir or None)
+    if not b.is_prepared():
+        raise ValueError(f"TFDS data set {name!r} is not prepared; run `tfds build {name}` "
+                         f"with internet first")
+
+    def split(which):
+        images, boxes, labels, difficult = [], [], [], []
+        for ex in tfds.as_numpy(b.as_dataset(split=which)):
+            images.append(np.asarray(Image.fromarray(ex["image"]).convert("RGB").resize(
+                (size, size), Image.BILINEAR)))
+            o = ex["objects"]
+            bb = np.asarray(o["bbox"], np.float32).reshape(-1, 4)
+            boxes.append(bb[:, [1, 0, 3, 2]])
+            labels.append(np.asarray(o["label"]).astype(int).tolist())
+            difficult.append(np.asarray(o["is_difficult"]).astype(bool).tolist())
+        g = max_objects or max(1, max(len(x) for x in boxes))
+        out = _pack(images, [x[:g] for x in boxes], [lb[:g] for lb in labels], g)
+        for i, d in enumerate(difficult):
+            out.difficult[i, :min(len(d), g)] = d[:g]
+        return out
+
+    return DetectionDataset(name.replace("/", ""), split(train_split), split(test_split),
+                            VOC_CLASSES)
 
 
 # ---------------------------------------------------------------------------- augmentation
