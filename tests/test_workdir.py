@@ -36,6 +36,25 @@ def test_changed_config_is_refused_with_the_keys(tmp_path):
         run(tiny_config(num_epochs=1, log_every_s=5.0), wd)
 
 
+def test_keys_added_by_a_newer_fsjax_do_not_block_a_resume(tmp_path):
+    """A run whose saved config predates a key (here: the detection block) resumes when the
+    key holds its default; setting it to something else is still a change."""
+    from train.workdir import Workdir
+
+    wd = Workdir(str(tmp_path / "w"))
+    os.makedirs(wd.path, exist_ok=True)
+    new = json.loads(tiny_config().to_json_best_effort())
+    old = {k: v for k, v in new.items() if k != "detection"}
+    with open(os.path.join(wd.path, "config.json"), "w") as f:
+        json.dump(old, f)
+    assert wd.check_config(new, new) == []
+    new["detection"]["min_crop"] = 0.9
+    with pytest.raises(ValueError, match=r"detection.min_crop \(None -> 0.9\)"):
+        wd.check_config(new, json.loads(tiny_config().to_json_best_effort()))
+    with pytest.raises(ValueError, match="detection.image_size"):  # no schema: every key counts
+        wd.check_config(new)
+
+
 def test_failed_start_leaves_nothing(tmp_path):
     wd = tmp_path / "w"
     with pytest.raises(FileNotFoundError):

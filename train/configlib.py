@@ -254,7 +254,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.dataset not in ("fashion_mnist", "cifar10", "synthetic", *data.DETECTION) and not (
             c.dataset.startswith("tfds:") and len(c.dataset) > 5):
         _choice("dataset", c.dataset, data.DATASETS)
-    if (c.model == "ssd") != (c.dataset in data.DETECTION):
+    if (c.model == "ssd") != data.is_detection(c.dataset):
         raise ValueError(f"config.model = {c.model!r} and config.dataset = {c.dataset!r} do not "
                          f"fit: detection data sets ({', '.join(data.DETECTION)}) train the "
                          f"detector 'ssd', and 'ssd' trains on them only")

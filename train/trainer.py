@@ -113,7 +113,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         if jax.process_index() == 0:  # the other processes of a multi-process run share it
             wd.lock()
         config = json.loads(c.to_json_best_effort())
-        changed = wd.check_config(config)
+        changed = wd.check_config(config, json.loads(configlib.base().to_json_best_effort()))
         ds = configlib.load_data(c)
         train_x, train_y = _train_arrays(c, ds)
         n_train = len(train_y)

@@ -73,14 +73,18 @@ class Workdir:
                 return json.load(f)
         return None
 
-    def check_config(self, config: dict) -> list[str]:
+    def check_config(self, config: dict, defaults: dict | None = None) -> list[str]:
         """The keys that changed since the run's last config (only :data:`EXTENDING` ones may);
-        raises ValueError naming the others."""
+        raises ValueError naming the others. A key the saved config lacks that holds its
+        default (``defaults``: the schema's config) was added by a newer fsjax: not a change,
+        so runs started by an older version resume."""
         old = self._last_config()
         if old is None:
             return []
         a, b = flatten(old), flatten(config)
-        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        d = flatten(defaults) if defaults is not None else {}
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                         and not (k not in a and k in d and d[k] == b[k]))
         bad = [k for k in changed if k not in EXTENDING]
         if bad:
             shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in bad[:6])
