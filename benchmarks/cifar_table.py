@@ -48,6 +48,18 @@ JOBS = {
     "fs4-qat4": (("fs4-s0",), _compress("quant:4", "fs4-s0")),
     "dense-s1": ((), _train("dense", 1)),
     "fs4-s1": ((), _train("fs4", 1)),
+    # DFSNet NAS: a small first-order DARTS search (DFS rho=4 supernet, 5 cells, 8 channels,
+    # 5 candidate ops, 10,000 training images split in halves), its genotype, then the
+    # derived network trained with the table's recipe
+    "nas-search": ((), ["sh", "-c", " ".join([
+        sys.executable, "-m", "train.main", "--config", "configs/nas/darts_search.py:4",
+        "--config.model_kw.cells=5", "--config.model_kw.channels=8",
+        "\"--config.model_kw.primitives=('none','max_pool_3x3','skip_connect','sep_conv_3x3',"
+        "'dil_conv_3x3')\"", "--config.num_epochs=8", "--config.data_limit=10000",
+        "--config.eval_limit=2000", "--workdir", "{workdir}", "&&", sys.executable, "-m",
+        "train.nas", "--workdir", "{workdir}", "--cells", "5", "--channels", "16"])]),
+    "nas-eval": (("nas-search",), [sys.executable, "-m", "train.main", "--config",
+                                    f"{TABLE}:darts,{{root}}/nas-search/genotype.json"]),
 }
 
 

@@ -4,6 +4,9 @@
 wks<g> (configs/variants.py) and seed 0 by default; ``compress,<step>`` is the dense recipe with
 one ``train.compress`` step (``thinet:0.5``, ``fs:4``, ``quant:8``, ``quant:4``) that fine-tunes
 ``FINETUNE_EPOCHS`` at lr 0.01 (cosine); ThiNet also fine-tunes 1 epoch after each layer.
+``darts,<genotype.json>`` trains a DFSNet-NAS genotype (``python -m train.nas``) with the same
+recipe: a DARTS evaluation network of 5 cells, 16 channels, no auxiliary head or drop path,
+every conv FS rho=4 (the searched supernet's DFS locations rounded, as DFSNet does).
 
 Recipe, chosen to fit the 2-core CPU: CIFAR ResNet-8 (widths 16/32/64, 78k dense parameters;
 ResNet-20 trains at 200 images/s there, 62 min per 15-epoch run, too slow for ten variants),
@@ -26,12 +29,24 @@ from train.configlib import base
 
 EPOCHS = 15
 FINETUNE_EPOCHS = 5
+NAS_CELLS, NAS_CHANNELS = 5, 16  # the derived network: about ResNet-8's size and MACs
 
 
 def get_config(arg: str = "dense"):
     variant, _, seed = arg.partition(",")
     if variant == "compress":
         return add_compress(get_config("dense"), (seed,), FINETUNE_EPOCHS, 0.01)
+    if variant == "darts":
+        import json
+
+        with open(seed) as f:
+            genotype = json.load(f)["genotype"]
+        c = get_config("fs4")
+        c.model = "darts_eval"
+        c.model_kw.genotype = genotype
+        c.model_kw.cells, c.model_kw.channels = NAS_CELLS, NAS_CHANNELS
+        c.model_kw.auxiliary, c.model_kw.drop_path = False, 0.0
+        return c
     c = base()
     c.dataset = "cifar10"
     c.model = "resnet8"
