@@ -69,7 +69,7 @@ class SSD(nnx.Module):
         ``'mobilenet_v1'``; ``backbone_kw`` passes options to it.
       image_size: input side (square), fixes the feature map sizes and default boxes.
       extras: channels of the extra maps after the backbone's two; default enough stride-2
-        maps (width of the last backbone map) to reach 1x1.
+        maps to reach 1x1, as wide as the last backbone map (VGG: SSD300's fc7/2 then fc7/4).
       aspect_ratios: per map, the ratios > 1 of :func:`fsjax.ops.default_boxes`; default
         ``(2,)`` on the first and last two maps and ``(2, 3)`` between.
       min_scale, max_scale: default box scales of the first and last map.
@@ -99,11 +99,13 @@ class SSD(nnx.Module):
             self.fc6 = self.fc7 = None
         size = self._tap_sizes(in_channels)
         last = size[-1]
-        if extras is None:
+        if extras is None:  # enough stride-2 maps to reach 1x1
             n = 0
             while last > 1:
                 last, n = -(-last // 2), n + 1
-            extras = (c2,) * n
+            # VGG: SSD300's widths (fc7 / 2, then fc7 / 4); others: the last map's width
+            extras = ((c2 // 2,) + (c2 // 4,) * (n - 1) if backbone == "vgg16" and n
+                      else (c2,) * n)
         layers, c = [], c2
         for i, e in enumerate(extras):
             layers.append(nnx.List([

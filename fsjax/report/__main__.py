@@ -51,6 +51,11 @@ def main(argv=None) -> int:
                 else v
         except json.JSONDecodeError:
             return _fail(f"--model-arg {kv!r}: {v!r} is not a number, list or word")
+    if a.model == "ssd":  # the detector's default boxes are built for the input's side
+        if shape[0] != shape[1]:
+            return _fail(f"--model ssd takes square images; got --input {a.input}")
+        extra.setdefault("image_size", shape[0])
+        extra.setdefault("in_channels", shape[2])
     try:
         factory = models.ConvFactory(kind=a.conv, compression=a.compression,
                                      group_size=a.group_size)
