@@ -238,9 +238,10 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                        train_accuracy=acc["correct"] / acc["count"],
                        test_loss=ev["loss"], test_accuracy=ev["accuracy"])
             rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
-            el = bar.end_epoch(f"loss {rec['train_loss']:.4f} train {100 * rec['train_accuracy']:.2f}%"
-                               f" test {'mAP@0.5 ' if ds.task == 'detect' else ''}"
-                               f"{100 * ev['accuracy']:.2f}%")
+            el = bar.end_epoch(
+                f"loss {rec['train_loss']:.4f} test mAP@0.5 {100 * ev['accuracy']:.2f}%"
+                if ds.task == "detect" else f"loss {rec['train_loss']:.4f} train "
+                f"{100 * rec['train_accuracy']:.2f}% test {100 * ev['accuracy']:.2f}%")
             rec["epoch_s"] = el
             rec["images_per_s"] = steps * c.batch_size / el
             _check_finite(ts, ev, epoch, ckpts)
