@@ -108,8 +108,20 @@ def _row(root: str, name: str) -> dict:
     return row
 
 
+def _search_line(root: str) -> str:
+    """The DARTS search's cost and genotype (``train.nas``'s genotype.json), one paragraph."""
+    path = os.path.join(root, "nas-search", "genotype.json")
+    if not os.path.exists(path):
+        return ""
+    g = _json(path)
+    cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
+    return (f"DARTS search (DFS rho=4 supernet): {g['search_epochs']} epochs, "
+            f"{g['search_device_hours']:.2f} device-hours on {g['search_device']}; "
+            f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
+
+
 def report(root: str, docs: str) -> int:
-    rows = [_row(root, n) for n in JOBS if jobs.done(root, n)]
+    rows = [_row(root, n) for n in JOBS if jobs.done(root, n) and n != "nas-search"]
     if not rows:
         print(f"error: no finished job under {root}; run python -m benchmarks.cifar_table first",
               file=sys.stderr)
@@ -118,6 +130,8 @@ def report(root: str, docs: str) -> int:
 
     write_json(os.path.join(root, "table.json"), rows)
     print(format_table(rows))
+    if _search_line(root):
+        print("\n" + _search_line(root))
     missing = [n for n in JOBS if not jobs.done(root, n)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
