@@ -40,8 +40,10 @@ def write_results(workdir: str, r: dict):
     write_json(os.path.join(workdir, "results.json"), r)
 
 
-def plot_curves(workdir: str, records: list[dict], title: str = "") -> str | None:
-    """Loss and accuracy per epoch, train and test, in two labelled panels."""
+def plot_curves(workdir: str, records: list[dict], title: str = "",
+                detection: bool = False) -> str | None:
+    """Loss and accuracy per epoch, train and test, in two labelled panels (``detection``:
+    test mAP@0.5 and the train matched-box accuracy)."""
     if not records:
         return None
     import matplotlib
@@ -52,11 +54,14 @@ def plot_curves(workdir: str, records: list[dict], title: str = "") -> str | Non
 
     ep = [r["epoch"] for r in records]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, scale, name in ((a, "loss", 1, "loss"), (b, "accuracy", 100, "accuracy (%)")):
+    acc = "test mAP@0.5 / train matched-box accuracy (%)" if detection else "accuracy (%)"
+    for ax, key, scale, name in ((a, "loss", 1, "loss"), (b, "accuracy", 100, acc)):
         ax.plot(ep, [scale * r[f"train_{key}"] for r in records], "o-", ms=4,
-                label="train (augmented, running mean over the epoch)")
+                label="train (augmented, running mean over the epoch)" if key == "loss" or not
+                detection else "train: matched default boxes classified right")
         ax.plot(ep, [scale * r[f"test_{key}"] for r in records], "s-", ms=4,
-                label="test (end of epoch)")
+                label="test (end of epoch)" if key == "loss" or not detection
+                else "test mAP@0.5 (end of epoch)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(name)

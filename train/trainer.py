@@ -474,7 +474,8 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
 
         draw_detections(model, ds, c, os.path.join(workdir, "detections.png"))
     run_name = os.path.basename(os.path.abspath(workdir))
-    plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}")
+    plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}",
+                detection=ds.task == "detect")
     if not c.quiet:
         print(results_table(r), flush=True)
     return r
