@@ -14,7 +14,6 @@ and the dense / FS / DFS training curves (PNG, into ``--docs``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -200,17 +199,7 @@ def curves(root: str, out: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.cifar_table", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="runs/table")
-    ap.add_argument("--lanes", type=int, default=2, help="jobs at a time (one core each)")
-    ap.add_argument("--only", default="", help="comma-separated job names (default: all)")
-    ap.add_argument("--report", action="store_true", help="report the finished jobs")
-    ap.add_argument("--docs", default="docs", help="--report: where the PNGs go")
-    a = ap.parse_args(argv)
-    if a.report:
-        return report(a.root, a.docs)
-    return jobs.run(JOBS, a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
+    return jobs.main(argv, "python -m benchmarks.cifar_table", __doc__, JOBS, "runs/table", report)
 
 
 if __name__ == "__main__":

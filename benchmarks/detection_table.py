@@ -11,7 +11,6 @@ copies the FS rho=4 detector's picture of test detections to ``DOCS/detection_fs
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -107,18 +106,7 @@ def report(root: str, docs: str) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection_table",
-                                 description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="runs/detection")
-    ap.add_argument("--lanes", type=int, default=2, help="jobs at a time (one core each)")
-    ap.add_argument("--only", default="", help="comma-separated job names (default: all)")
-    ap.add_argument("--report", action="store_true", help="report the finished jobs")
-    ap.add_argument("--docs", default="docs", help="--report: where the PNG goes")
-    a = ap.parse_args(argv)
-    if a.report:
-        return report(a.root, a.docs)
-    return jobs.run(JOBS, a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
+    return jobs.main(argv, "python -m benchmarks.detection_table", __doc__, JOBS, "runs/detection", report)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from its last checkpoint. Output of each job: ``ROOT/NAME.log``. Used by
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -120,3 +121,19 @@ def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None) -> int
             print("all done" if not left else f"not done: {', '.join(left)}")
             return 1 if left else 0
         time.sleep(5)
+
+
+def main(argv, prog: str, doc: str, jobs: dict, root: str, report) -> int:
+    """The command line of a job table: run its jobs, or ``--report`` them
+    (``report(root, docs) -> exit code``)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=root)
+    ap.add_argument("--lanes", type=int, default=2, help="jobs at a time (one core each)")
+    ap.add_argument("--only", default="", help="comma-separated job names (default: all)")
+    ap.add_argument("--report", action="store_true", help="report the finished jobs")
+    ap.add_argument("--docs", default="docs", help="--report: where the PNGs go")
+    a = ap.parse_args(argv)
+    if a.report:
+        return report(a.root, a.docs)
+    return run(jobs, a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
