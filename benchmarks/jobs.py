@@ -48,6 +48,11 @@ def done(root, name) -> bool:
     return os.path.exists(os.path.join(root, name, "DONE.json"))
 
 
+def _shown(cmd: list[str]) -> str:
+    """The command as a person would type it (``python`` for this interpreter)."""
+    return " ".join(a.replace(sys.executable, "python") for a in cmd)
+
+
 def _command(jobs, root, name) -> list[str]:
     workdir = os.path.join(root, name)
     cmd = [a.replace("{root}", root).replace("{workdir}", workdir) for a in jobs[name][1]]
@@ -100,7 +105,7 @@ def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None) -> int
                 from train.results import write_json
 
                 write_json(os.path.join(root, name, "DONE.json"), dict(
-                    command=" ".join(["python", *_command(jobs, root, name)[1:]]),
+                    command=_shown(_command(jobs, root, name)),
                     revision=revisions(root, name), last_wall_s=time.time() - t0,
                     lanes=lanes))
                 print(f"[{time.strftime('%H:%M:%S')}] done {name} ({time.time() - t0:.0f} s)",

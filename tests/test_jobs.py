@@ -1,0 +1,36 @@
+"""benchmarks.jobs: the resumable one-core-per-job runner of the result tables."""
+
+import json
+import sys
+
+from benchmarks import jobs
+
+
+def test_jobs_run_in_order_mark_done_and_skip_on_rerun(tmp_path, capsys):
+    root = str(tmp_path)
+    write = "import sys, pathlib; pathlib.Path(sys.argv[-1]).mkdir(exist_ok=True); " \
+            "(pathlib.Path(sys.argv[-1]) / 'out').write_text('x')"
+    table = {
+        "a": ((), [sys.executable, "-c", write]),                       # gets --workdir ROOT/a
+        "b": (("a",), [sys.executable, "-c", "import sys; open(sys.argv[1]).read()",
+                       "{root}/a/out"]),                                # runs after a
+        "c": ((), [sys.executable, "-c", "import sys; sys.exit(3)"]),    # fails
+        "d": (("c",), [sys.executable, "-c", "pass"]),                   # never starts
+        "e": ((), ["sh", "-c", "echo hi > {workdir}/own.txt"]),          # names its workdir
+    }
+    assert jobs.run(table, root, lanes=2) == 1
+    out = capsys.readouterr().out
+    assert "FAILED c (exit 3)" in out and "not done: c, d" in out
+    for name in ("a", "b", "e"):
+        done = json.loads((tmp_path / name / "DONE.json").read_text())
+        assert done["revision"] and done["command"].startswith("python -c" if name != "e"
+                                                               else "sh -c echo hi >")
+        assert len((tmp_path / name / "REVISIONS").read_text().splitlines()) == 1
+    assert (tmp_path / "e" / "own.txt").read_text() == "hi\n"
+    assert "--workdir" not in json.loads((tmp_path / "e" / "DONE.json").read_text())["command"]
+    assert not (tmp_path / "d").exists()
+    # a re-run skips what is done and retries the rest
+    assert jobs.run(table, root, lanes=1, only=["a", "b"]) == 0
+    assert "start" not in capsys.readouterr().out
+    assert jobs.run(table, root, lanes=1, only=["zz"]) == 2
+    assert "unknown job(s) zz; valid: a, b, c, d, e" in capsys.readouterr().err
