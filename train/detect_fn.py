@@ -114,9 +114,9 @@ def ground_truth(targets: np.ndarray) -> list[tuple]:
 
 
 def map_metrics(c, test_targets: np.ndarray, num_classes: int):
-    """``finish(gathered) -> {"accuracy": mAP@0.5 (config.detection.map_method), "map50_*"}``
-    for :meth:`train.loop.Runner.evaluate`."""
-    from fsjax.report.detection import evaluate_detections
+    """``finish(gathered) -> {"accuracy": mAP@0.5 (config.detection.map_method), "map50_*",
+    "coco_map" (mAP@[.5:.95], with pycocotools)}`` for :meth:`train.loop.Runner.evaluate`."""
+    from fsjax.report.detection import coco_map, evaluate_detections
 
     gts = ground_truth(test_targets)
 
@@ -129,6 +129,10 @@ def map_metrics(c, test_targets: np.ndarray, num_classes: int):
         out["accuracy"] = (out.get(f"map50_{c.detection.map_method}") if c.detection.map_method
                            in ("11point", "all") else evaluate_detections(
                                dets, gts, num_classes, 0.5, c.detection.map_method)["map"])
+        try:  # COCO's mAP@[.5:.95] where pycocotools is installed
+            out["coco_map"] = coco_map(dets, gts, num_classes)["map"]
+        except ImportError:
+            pass
         return out
 
     return finish

@@ -16,6 +16,8 @@ def results_table(r: dict) -> str:
         (f"test {r.get('metric', 'accuracy')} (final)", f"{100 * r['accuracy']:.2f}%"),
         (f"test {r.get('metric', 'accuracy')} (best)",
          f"{100 * r['best_accuracy']:.2f}% (epoch {r['best_epoch']})"),
+        *([("COCO mAP@[.5:.95] (final)", f"{100 * r['coco_map']:.2f}%")]
+          if "coco_map" in r else []),
         ("stored parameters", f"{r['stored_params']:,}"),
         ("dense-equivalent parameters", f"{r['dense_params']:,}"),
         ("compression (dense/stored)", f"{r['compression']:.2f}x"),

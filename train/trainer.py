@@ -465,7 +465,7 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
     if ds.task == "detect":
         r["metric"] = f"mAP@0.5 ({c.detection.map_method})"
         r.update({k[5:]: v for k, v in (records[-1] if records else {}).items()
-                  if k.startswith("test_map50")})
+                  if k.startswith(("test_map50", "test_coco"))})
     if jax.process_index():
         return r
     write_results(workdir, r)
