@@ -1,5 +1,6 @@
 """The CPU detection table: SSD (ResNet-8 backbone) on the synthetic scenes, dense vs FS rho=4
-vs FS rho=4 + 8-bit PTQ vs WKSC g=4 (``configs/detection/synthetic.py``).
+vs FS rho=4 + 8-bit PTQ vs WKSC g=4, and FS rho=4 with dense prediction heads
+(``configs/detection/synthetic.py``).
 
     python -m benchmarks.detection_table [--root runs/detection] [--lanes 2]
     python -m benchmarks.detection_table --report [--docs docs]
@@ -29,12 +30,14 @@ JOBS = {
     "det-dense": ((), _train("dense")),
     "det-fs4": ((), _train("fs4")),
     "det-wks4": ((), _train("wks4")),
+    "det-fs4-dense-heads": ((), _train("fs4,dense_heads")),
     "det-fs4-ptq8": (("det-fs4",), [
         "sh", "-c", f"{sys.executable} -m train.eval --workdir {{root}}/det-fs4 --which latest "
         f"--quantize 8 --per-channel --export {{workdir}}/model > {{workdir}}/eval.json.tmp && "
         f"mv {{workdir}}/eval.json.tmp {{workdir}}/eval.json"]),
 }
 LABELS = {"det-dense": "dense", "det-fs4": "FS rho=4", "det-wks4": "WKSC g=4",
+          "det-fs4-dense-heads": "FS rho=4, dense heads",
           "det-fs4-ptq8": "FS rho=4 + 8-bit PTQ"}
 
 
