@@ -242,6 +242,9 @@ def test_config_errors_for_detection():
     c.model = "resnet8"
     with pytest.raises(ValueError, match="detection data sets .* train the detector 'ssd'"):
         configlib.validate(c)
+    with pytest.raises(ValueError, match="the second part must be 'dense_heads' or absent"):
+        get_config("fs4,heads")
+    assert dict(get_config("fs4,dense_heads").conv.overrides) == {"head*": "dense"}
     c = get_config()
     c.detection.map_method = "voc"
     with pytest.raises(ValueError, match="config.detection.map_method = 'voc' is not valid"):
