@@ -20,19 +20,38 @@ import io
 
 import numpy as np
 
-__all__ = ["METHODS", "average_precision", "evaluate_detections", "coco_map", "box_iou_np"]
+from fsjax import ops
+
+__all__ = ["METHODS", "average_precision", "evaluate_detections", "coco_map"]
 
 METHODS = ("11point", "all", "101point")
 
 
-def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``a (N, 4)`` and ``b (M, 4)`` xyxy -> ``(N, M)`` (NumPy, no +1 pixel rule)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), -1)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+def _normalized(detections, ground_truth):
+    """Per image NumPy ``(boxes (n, 4), scores (n,), classes (n,))`` and ``(boxes (m, 4),
+    classes (m,), difficult (m,) bool)``, read once."""
+    dets = [(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s).reshape(-1),
+             np.asarray(k).reshape(-1)) for b, s, k in detections]
+    gts = []
+    for g in ground_truth:
+        classes = np.asarray(g[1]).reshape(-1)
+        diff = (np.zeros(len(classes), bool) if len(g) < 3 or g[2] is None
+                else np.asarray(g[2], bool).reshape(-1))
+        gts.append((np.asarray(g[0], np.float32).reshape(-1, 4), classes, diff))
+    return dets, gts
+
+
+def _pairwise_iou(dets, gts) -> np.ndarray:
+    """IoU of every detection with every ground-truth box of its image, ``(N, D, G)``: one
+    :func:`fsjax.ops.iou` call over the images padded to the most detections and boxes (padding
+    boxes are empty: IoU 0)."""
+    n = len(dets)
+    d = max([1, *(len(x[0]) for x in dets)])
+    g = max([1, *(len(x[0]) for x in gts)])
+    pd, pg = np.zeros((n, d, 4), np.float32), np.zeros((n, g, 4), np.float32)
+    for i, ((db, _, _), (gb, _, _)) in enumerate(zip(dets, gts, strict=True)):
+        pd[i, :len(db)], pg[i, :len(gb)] = db, gb
+    return np.asarray(ops.iou(pd, pg))
 
 
 def average_precision(recall, precision, method: str = "all") -> float:
@@ -64,34 +83,27 @@ def evaluate_detections(detections, ground_truth, num_classes: int,
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} images of detections but {len(ground_truth)} of "
                          f"ground truth")
+    dets, gts = _normalized(detections, ground_truth)
+    ious = _pairwise_iou(dets, gts)
     aps, npos_all = [], []
     for c in range(num_classes):
-        gts, npos = {}, 0
-        for i, g in enumerate(ground_truth):
-            boxes, classes = np.asarray(g[0]).reshape(-1, 4), np.asarray(g[1]).reshape(-1)
-            diff = (np.zeros(len(classes), bool) if len(g) < 3 or g[2] is None
-                    else np.asarray(g[2], bool).reshape(-1))
-            sel = classes == c
-            gts[i] = (boxes[sel], diff[sel], np.zeros(int(sel.sum()), bool))
-            npos += int((~diff[sel]).sum())
-        cand = [(float(s), i, np.asarray(b, np.float64))
-                for i, (boxes, scores, classes) in enumerate(detections)
-                for b, s, k in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(
-                    -1), np.asarray(classes).reshape(-1), strict=True) if k == c]
-        order = sorted(range(len(cand)), key=lambda j: -cand[j][0])
+        own = [np.flatnonzero(classes == c) for _, classes, _ in gts]  # per image
+        taken = [np.zeros(len(o), bool) for o in own]
+        npos = sum(int((~diff[o]).sum()) for (_, _, diff), o in zip(gts, own, strict=True))
+        cand = [(float(s), i, j) for i, (_, scores, classes) in enumerate(dets)
+                for j in np.flatnonzero(classes == c) for s in (scores[j],)]
+        cand.sort(key=lambda t: -t[0])
         tp, fp = [], []
-        for j in order:
-            _, i, b = cand[j]
-            gboxes, diff, taken = gts[i]
+        for _, i, j in cand:
             hit = miss = False
-            if len(gboxes):
-                ov = box_iou_np(b[None], gboxes)[0]
+            if len(own[i]):
+                ov = ious[i, j, own[i]]
                 k = int(ov.argmax())
                 if ov[k] > iou_threshold:
-                    if diff[k]:
-                        continue  # neither true nor false positive
-                    hit = not taken[k]
-                    taken[k] = True
+                    if gts[i][2][own[i][k]]:
+                        continue  # difficult: neither true nor false positive
+                    hit = not taken[i][k]
+                    taken[i][k] = True
                     miss = not hit
                 else:
                     miss = True
@@ -130,17 +142,15 @@ def coco_map(detections, ground_truth, num_classes: int, scale: float = 1.0) -> 
         b = np.asarray(b, np.float64).reshape(-1, 4) * scale
         return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
 
+    dets, gts = _normalized(detections, ground_truth)
     images, anns, res = [], [], []
-    for i, g in enumerate(ground_truth):
+    for i, (boxes, classes, diff) in enumerate(gts):
         images.append({"id": i})
-        diff = (np.zeros(len(np.asarray(g[1]).reshape(-1)), bool) if len(g) < 3 or g[2] is None
-                else np.asarray(g[2], bool).reshape(-1))
-        for b, c, d in zip(xywh(g[0]), np.asarray(g[1]).reshape(-1), diff, strict=True):
+        for b, c, d in zip(xywh(boxes), classes, diff, strict=True):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c),
                          "bbox": b.tolist(), "area": float(b[2] * b[3]), "iscrowd": int(d)})
-    for i, (boxes, scores, classes) in enumerate(detections):
-        for b, s, c in zip(xywh(boxes), np.asarray(scores).reshape(-1),
-                           np.asarray(classes).reshape(-1), strict=True):
+    for i, (boxes, scores, classes) in enumerate(dets):
+        for b, s, c in zip(xywh(boxes), scores, classes, strict=True):
             res.append({"image_id": i, "category_id": int(c), "bbox": b.tolist(),
                         "score": float(s)})
     if not res or not anns:
