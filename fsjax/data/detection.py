@@ -133,14 +133,22 @@ def _scene(rng, items, item_labels, size, max_objects, min_side, max_side):
     return (img * 255).round().astype(np.uint8), boxes, labels
 
 
-def _pack(images, boxes, labels, max_objects) -> Split:
+def _pack(images, boxes, labels, max_objects=None, difficult=None) -> Split:
+    """Per-image lists -> a padded :class:`Split` of ``max_objects`` rows (default: the most
+    objects in one image, at least 1); images with more are truncated."""
     n = len(images)
-    b = np.zeros((n, max_objects, 4), np.float32)
-    lab = np.zeros((n, max_objects), np.int32)
-    valid = np.zeros((n, max_objects), bool)
+    g = max_objects or max([1, *(len(bx) for bx in boxes)])
+    b = np.zeros((n, g, 4), np.float32)
+    lab = np.zeros((n, g), np.int32)
+    valid = np.zeros((n, g), bool)
+    diff = np.zeros((n, g), bool)
     for i, (bx, lb) in enumerate(zip(boxes, labels, strict=True)):
-        b[i, :len(bx)], lab[i, :len(lb)], valid[i, :len(bx)] = bx, lb, True
-    return Split(np.stack(images), b, lab, valid, np.zeros_like(valid))
+        k = min(len(bx), g)
+        b[i, :k] = np.asarray(bx, np.float32).reshape(-1, 4)[:k]
+        lab[i, :k], valid[i, :k] = lb[:k], True
+        if difficult is not None:
+            diff[i, :k] = difficult[i][:k]
+    return Split(np.stack(images), b, lab, valid, diff)
 
 
 def synthetic_scenes(num_train: int = 6000, num_test: int = 1000, size: int = 64,
@@ -250,12 +258,7 @@ def _voc_split(root: str, split: str, size: int, max_objects: int | None) -> Spl
                       for _, _, (x1, y1, x2, y2) in objs])
         labels.append([VOC_CLASSES.index(n) for n, _, _ in objs])
         difficult.append([d for _, d, _ in objs])
-    g = max_objects or max(1, max(len(b) for b in boxes))
-    out = _pack(images, [np.array(b, np.float32).reshape(-1, 4)[:g] for b in boxes],
-                [lb[:g] for lb in labels], g)
-    for i, d in enumerate(difficult):
-        out.difficult[i, :min(len(d), g)] = d[:g]
-    return out
+    return _pack(images, boxes, labels, max_objects, difficult)
 
 
 def load_voc(data_dir: str, year: str = "2007", train_split: str = "trainval",
@@ -295,11 +298,7 @@ def load_tfds_voc(name: str = "voc/2007", data_dir: str = "", size: int = 300,
             boxes.append(bb[:, [1, 0, 3, 2]])
             labels.append(np.asarray(o["label"]).astype(int).tolist())
             difficult.append(np.asarray(o["is_difficult"]).astype(bool).tolist())
-        g = max_objects or max(1, max(len(x) for x in boxes))
-        out = _pack(images, [x[:g] for x in boxes], [lb[:g] for lb in labels], g)
-        for i, d in enumerate(difficult):
-            out.difficult[i, :min(len(d), g)] = d[:g]
-        return out
+        return _pack(images, boxes, labels, max_objects, difficult)
 
     return DetectionDataset(name.replace("/", ""), split(train_split), split(test_split),
                             VOC_CLASSES)

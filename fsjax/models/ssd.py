@@ -84,7 +84,7 @@ class SSD(nnx.Module):
         for head in ("fc", "head", "dropout"):  # the classifier is not used
             if hasattr(self.backbone, head):
                 setattr(self.backbone, head, None)
-        self.kind, self.num_classes, self.image_size = backbone, num_classes, int(image_size)
+        self.num_classes, self.image_size = num_classes, int(image_size)
         chans = list(self.backbone.stage_channels)
         self.taps = (3, 4) if backbone == "vgg16" else (len(chans) - 2, len(chans) - 1)
         c1, c2 = chans[self.taps[0]], chans[self.taps[1]]
