@@ -14,13 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fsjax import ops
-from fsjax.data import detection
+from fsjax.data import detection, unpack_targets
 from fsjax.data.augment import normalize
-
-
-def unpack(y):
-    """``(..., G, 7)`` -> boxes ``(..., G, 4)``, labels int32, valid, difficult ``(..., G)``."""
-    return y[..., :4], y[..., 4].astype(jnp.int32), y[..., 5] > 0.5, y[..., 6] > 0.5
 
 
 def _targets(c, priors, boxes, labels, valid):
@@ -29,11 +24,10 @@ def _targets(c, priors, boxes, labels, valid):
         boxes, labels, valid)
 
 
-def _class_hits(logits, cls_t):
-    """Per image, the fraction of positive default boxes classified right, summed."""
+def _hit_fraction(logits, cls_t):
+    """Per image ``(B,)``: the fraction of positive default boxes classified right."""
     pos = cls_t > 0
-    hit = (jnp.argmax(logits, -1) == cls_t) & pos
-    return jnp.sum(hit.sum(-1) / jnp.maximum(pos.sum(-1), 1))
+    return ((jnp.argmax(logits, -1) == cls_t) & pos).sum(-1) / jnp.maximum(pos.sum(-1), 1)
 
 
 def make_train_step(fn, tx, c, mean, std, dtype, priors, param_transform=None):
@@ -44,7 +38,7 @@ def make_train_step(fn, tx, c, mean, std, dtype, priors, param_transform=None):
 
     def step(ts, images, y, key):
         k_aug, k_drop = jax.random.split(key)
-        boxes, labels, valid, difficult = unpack(y)
+        boxes, labels, valid, difficult = unpack_targets(y)
         x, boxes, valid = detection.augment(k_aug, images, boxes, valid & ~difficult,
                                             c.detection.min_crop, c.augment.flip)
         x = normalize(x, mean, std, dtype)
@@ -61,7 +55,7 @@ def make_train_step(fn, tx, c, mean, std, dtype, priors, param_transform=None):
         params = optax.apply_updates(ts["params"], updates)
         n = images.shape[0]
         new = dict(params=params, stats=stats, opt=opt, step=ts["step"] + 1)
-        return new, dict(loss=loss * n, correct=_class_hits(logits, cls_t),
+        return new, dict(loss=loss * n, correct=jnp.sum(_hit_fraction(logits, cls_t)),
                          count=jnp.asarray(n, jnp.int32))
 
     return step
@@ -81,15 +75,13 @@ def make_eval_step(fn, c, mean, std, dtype, priors, param_transform=None):
         x = normalize(images, mean, std, dtype)
         with ops.inference_trace():
             (loc, logits), _ = fn.apply(p, stats, x, False)
-        boxes, labels, valid, difficult = unpack(y)
+        boxes, labels, valid, difficult = unpack_targets(y)
         loc_t, cls_t = _targets(c, priors, boxes, labels, valid & ~difficult)
         per_image = jax.vmap(lambda a, b, t, u: ops.multibox_loss(
             a[None], b[None], t[None], u[None], d.neg_pos_ratio)[0])(loc, logits, loc_t, cls_t)
-        hits = (jnp.argmax(logits, -1) == cls_t) & (cls_t > 0)
-        frac = hits.sum(-1) / jnp.maximum((cls_t > 0).sum(-1), 1)
         det_boxes, scores, classes, ok = jax.vmap(lambda a, b: ops.detect(a, b, priors, **kw))(
             loc, logits)
-        return dict(loss=jnp.sum(per_image * mask), correct=jnp.sum(frac * mask),
+        return dict(loss=jnp.sum(per_image * mask), correct=jnp.sum(_hit_fraction(logits, cls_t) * mask),
                     count=jnp.sum(mask.astype(jnp.int32)), _boxes=det_boxes, _scores=scores,
                     _classes=classes, _valid=ok & mask[:, None])
 
@@ -106,11 +98,9 @@ def detections_list(gathered: dict, n: int) -> list[tuple]:
 
 def ground_truth(targets: np.ndarray) -> list[tuple]:
     """Packed targets ``(N, G, 7)`` -> per image ``(boxes, classes, difficult)``."""
-    out = []
-    for t in np.asarray(targets):
-        v = t[:, 5] > 0.5
-        out.append((t[v, :4], t[v, 4].astype(np.int32), t[v, 6] > 0.5))
-    return out
+    boxes, classes, valid, difficult = unpack_targets(np.asarray(targets))
+    return [(b[v], k[v], d[v]) for b, k, v, d in zip(boxes, classes, valid, difficult,
+                                                      strict=True)]
 
 
 def map_metrics(c, test_targets: np.ndarray, num_classes: int):
@@ -122,13 +112,10 @@ def map_metrics(c, test_targets: np.ndarray, num_classes: int):
 
     def finish(gathered):
         dets = detections_list(gathered, len(gts))
-        out = {}
-        for method in ("11point", "all"):
-            out[f"map50_{method}"] = evaluate_detections(dets, gts, num_classes, 0.5,
-                                                         method)["map"]
-        out["accuracy"] = (out.get(f"map50_{c.detection.map_method}") if c.detection.map_method
-                           in ("11point", "all") else evaluate_detections(
-                               dets, gts, num_classes, 0.5, c.detection.map_method)["map"])
+        maps = {m: evaluate_detections(dets, gts, num_classes, 0.5, m)["map"]
+                for m in dict.fromkeys(("11point", "all", c.detection.map_method))}
+        out = {f"map50_{m}": maps[m] for m in ("11point", "all")}
+        out["accuracy"] = maps[c.detection.map_method]
         try:  # COCO's mAP@[.5:.95] where pycocotools is installed
             out["coco_map"] = coco_map(dets, gts, num_classes)["map"]
         except ImportError:

@@ -31,7 +31,7 @@ from fsjax.data.augment import normalize
 from train.ckpt import Checkpoints
 from train.configlib import load_data
 from train.loop import Runner, make_mesh
-from train.model_fn import ModelFn, make_eval_step
+from train.model_fn import ModelFn, task_eval_step
 
 
 def restore(workdir: str, which: str = "best"):
@@ -80,18 +80,11 @@ def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=No
         entries = quant.plan(model, q)
         param_tf = lambda params: quant.fake_quant_params(params, entries, q.method)
     mesh = make_mesh()
-    if ds.task == "detect":  # mAP@0.5 as "accuracy", with the detection settings of the run
-        from train import detect_fn
-
-        priors = model.priors()
-        runner = Runner(lambda *a: None, detect_fn.make_eval_step(
-            fn, c, meta["mean"], meta["std"], jnp.float32, priors, param_tf), mesh,
-            len(jax.devices()), batch, True,
-            eval_finish=detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
-    else:
-        runner = Runner(lambda *a: None, make_eval_step(fn, meta["mean"], meta["std"],
-                                                         jnp.float32, c.tta_flip, param_tf),
-                        mesh, len(jax.devices()), batch, True)
+    # detectors: mAP@0.5 as "accuracy", with the detection settings of the run
+    eval_fn, finish = task_eval_step(model, fn, c, ds, meta["mean"], meta["std"], jnp.float32,
+                                     param_tf)
+    runner = Runner(lambda *a: None, eval_fn, mesh, len(jax.devices()), batch, True,
+                    eval_finish=finish)
     return runner.evaluate(p, s, runner.put_eval(ds.test_images, ds.test_labels))
 
 

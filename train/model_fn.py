@@ -148,3 +148,15 @@ def make_eval_step(fn: ModelFn, mean, std, dtype, tta_flip=False, param_transfor
                     count=jnp.sum(mask.astype(jnp.int32)))
 
     return evaluate
+
+
+def task_eval_step(model, fn: ModelFn, c, ds, mean, std, dtype, param_transform=None):
+    """``(eval_fn, eval_finish)`` for the task of ``ds``: classification (no finish), or
+    detection (boxes gathered for the mAP, :mod:`train.detect_fn`)."""
+    if ds.task == "detect":
+        from train import detect_fn
+
+        return (detect_fn.make_eval_step(fn, c, mean, std, dtype, model.priors(),
+                                         param_transform),
+                detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
+    return make_eval_step(fn, mean, std, dtype, c.tta_flip, param_transform), None

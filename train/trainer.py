@@ -19,7 +19,7 @@ from fsjax.nn import DFSConv
 from train import arch, configlib, health
 from train.ckpt import Checkpoints, step_dirs, steps_text
 from train.loop import Runner, check_batch, make_mesh
-from train.model_fn import ModelFn, make_eval_step, make_train_step
+from train.model_fn import ModelFn, make_train_step, task_eval_step
 from train.optim import make_optimizer, param_labels
 from train.progress import MetricsLog, Progress
 from train.results import plot_curves, results_table, write_results
@@ -383,22 +383,19 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
 def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
     """The epoch runner with the task's steps: classification, or detection (multibox loss,
     mAP@0.5 as the test metric)."""
+    eval_fn, finish = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, param_tf)
     if ds.task == "detect":
         from train import detect_fn
 
         if jax.process_count() > 1:
             raise ValueError("detection training runs in one process (its mAP gathers the "
                              "detections on the host); use one process with several devices")
-        priors = model.priors()
-        return Runner(detect_fn.make_train_step(fn, tx, c, ds.mean, ds.std, dtype, priors,
-                                                param_tf),
-                      detect_fn.make_eval_step(fn, c, ds.mean, ds.std, dtype, priors, param_tf),
-                      mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
-                      eval_finish=detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
-    return Runner(make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf,
-                                  param_labels(model)),
-                  make_eval_step(fn, ds.mean, ds.std, dtype, c.tta_flip, param_tf),
-                  mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds))
+        step = detect_fn.make_train_step(fn, tx, c, ds.mean, ds.std, dtype, model.priors(),
+                                         param_tf)
+    else:
+        step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf, param_labels(model))
+    return Runner(step, eval_fn, mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
+                  eval_finish=finish)
 
 
 def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):

@@ -135,6 +135,12 @@ def pack_targets(split) -> np.ndarray:
                           ).astype(np.float32)
 
 
+def unpack_targets(y):
+    """Inverse of :func:`pack_targets` (NumPy or JAX): ``(..., G, 7)`` -> boxes ``(..., G, 4)``,
+    classes int32, valid and difficult ``(..., G)`` bool."""
+    return y[..., :4], y[..., 4].astype(np.int32), y[..., 5] > 0.5, y[..., 6] > 0.5
+
+
 def _load_detection(name, data_dir, limit, eval_limit, detection_kw) -> Dataset:
     from fsjax.data import detection
 
