@@ -5,7 +5,9 @@
 
 Runs the jobs below ``--lanes`` at a time, each pinned to its own CPU core with single-threaded
 XLA (:mod:`benchmarks.jobs`: resumable, a job runs once its inputs are done, each start's
-revision recorded).
+revision recorded). Each finished job's row and curve are kept in ``benchmarks/records/
+cifar_table/NAME.json`` (committed); a re-run runs only the jobs not recorded there, and the
+report takes each row from ``--root`` where the job ran there, else from its record.
 
 ``--report`` prints the markdown table of docs/results.md ("CIFAR-10 on the CPU") from the
 finished jobs, writes ``ROOT/table.json``, the accuracy-vs-bytes plot with its Pareto front
@@ -33,20 +35,21 @@ def _compress(step, source):
             f"--config.compress.source={{root}}/{source}"]
 
 
-# name -> (inputs, command; "{root}" and "{workdir}" are filled in). Order = priority.
+# name -> (inputs, command; "{root}" and "{workdir}" are filled in). Order = priority. The
+# conversions start from the seed-1 runs: seed 0's run directories were not kept (see RECORDS).
 JOBS = {
+    "dense-s1": ((), _train("dense", 1)),
+    "fs4-s1": ((), _train("fs4", 1)),
+    "fs4-ptq8": (("fs4-s1",), _compress("quant:8", "fs4-s1")),
+    "fs4-proj": (("dense-s1",), _compress("fs:4", "dense-s1")),
+    "fs4-qat4": (("fs4-s1",), _compress("quant:4", "fs4-s1")),
+    "thinet50": (("dense-s1",), _compress("thinet:0.5", "dense-s1")),
     "dense-s0": ((), _train("dense")),
     "fs4-s0": ((), _train("fs4")),
     "fs2-s0": ((), _train("fs2")),
     "fs8-s0": ((), _train("fs8")),
-    "dfs4-s0": ((), _train("dfs4")),
     "wks4-s0": ((), _train("wks4")),
-    "thinet50": (("dense-s0",), _compress("thinet:0.5", "dense-s0")),
-    "fs4-proj": (("dense-s0",), _compress("fs:4", "dense-s0")),
-    "fs4-ptq8": (("fs4-s0",), _compress("quant:8", "fs4-s0")),
-    "fs4-qat4": (("fs4-s0",), _compress("quant:4", "fs4-s0")),
-    "dense-s1": ((), _train("dense", 1)),
-    "fs4-s1": ((), _train("fs4", 1)),
+    "dfs4-s0": ((), _train("dfs4")),
     # DFSNet NAS: a small first-order DARTS search (DFS rho=4 supernet, 5 cells, 8 channels,
     # 5 candidate ops, 10,000 training images split in halves), its genotype, then the
     # derived network trained with the table's recipe
@@ -60,6 +63,50 @@ JOBS = {
     "nas-eval": (("nas-search",), [sys.executable, "-m", "train.main", "--config",
                                     f"{TABLE}:darts,{{root}}/nas-search/genotype.json"]),
 }
+
+# A finished job's row, curve (and the search's genotype) are kept here, committed: a run
+# directory does not outlive the machine it ran on, and the table is filled over sessions.
+RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "cifar_table")
+
+
+def _record_path(name: str) -> str:
+    return os.path.join(RECORDS, f"{name}.json")
+
+
+def recorded(name: str) -> dict | None:
+    path = _record_path(name)
+    return _json(path) if os.path.exists(path) else None
+
+
+def record(root: str, name: str) -> None:
+    """Keep the finished job ``root/name``'s table row and test curve in ``RECORDS``."""
+    from train.progress import MetricsLog
+    from train.results import write_json
+
+    d = os.path.join(root, name)
+    if name == "nas-search":
+        rec = dict(name=name, command=_json(os.path.join(d, "DONE.json"))["command"],
+                   genotype=_json(os.path.join(d, "genotype.json")))
+    else:
+        rec = _row(root, name)
+    metrics = os.path.join(d, "metrics.jsonl")
+    if os.path.exists(metrics):
+        rec["curve"] = [dict(epoch=r["epoch"], train_loss=r["train_loss"],
+                             test_accuracy=r["test_accuracy"]) for r in MetricsLog.read(metrics)
+                        if "test_accuracy" in r]
+    os.makedirs(RECORDS, exist_ok=True)
+    write_json(_record_path(name), rec)
+
+
+def pending(root: str) -> list[str]:
+    """The jobs still to run: those neither recorded nor done under ``root``, and the inputs
+    they need that ``root`` lacks (a recorded input is run again for its checkpoint)."""
+    need = [n for n in JOBS if not recorded(n) and not jobs.done(root, n)]
+    i = 0
+    while i < len(need):
+        need += [d for d in JOBS[need[i]][0] if d not in need and not jobs.done(root, d)]
+        i += 1
+    return [n for n in JOBS if n in need]
 
 
 # ---------------------------------------------------------------------------- report
@@ -110,28 +157,45 @@ def _row(root: str, name: str) -> dict:
 def _search_line(root: str) -> str:
     """The DARTS search's cost and genotype (``train.nas``'s genotype.json), one paragraph."""
     path = os.path.join(root, "nas-search", "genotype.json")
-    if not os.path.exists(path):
+    if os.path.exists(path):
+        g = _json(path)
+    elif recorded("nas-search"):
+        g = recorded("nas-search")["genotype"]
+    else:
         return ""
-    g = _json(path)
     cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
     return (f"DARTS search (DFS rho=4 supernet): {g['search_epochs']} epochs, "
             f"{g['search_device_hours']:.2f} device-hours on {g['search_device']}; "
             f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
 
 
+def _rows(root: str) -> list[dict]:
+    """Each finished job's row: from ``root`` where it ran there, else from ``RECORDS``."""
+    rows = []
+    for n in JOBS:
+        if n == "nas-search":
+            continue
+        if jobs.done(root, n):
+            rows.append(_row(root, n))
+        elif recorded(n):
+            rows.append(recorded(n))
+    return rows
+
+
 def report(root: str, docs: str) -> int:
-    rows = [_row(root, n) for n in JOBS if jobs.done(root, n) and n != "nas-search"]
+    rows = _rows(root)
     if not rows:
-        print(f"error: no finished job under {root}; run python -m benchmarks.cifar_table first",
-              file=sys.stderr)
+        print(f"error: no finished job under {root} or {RECORDS}; run python -m "
+              "benchmarks.cifar_table first", file=sys.stderr)
         return 2
     from train.results import write_json
 
+    os.makedirs(root, exist_ok=True)
     write_json(os.path.join(root, "table.json"), rows)
     print(format_table(rows))
     if _search_line(root):
         print("\n" + _search_line(root))
-    missing = [n for n in JOBS if not jobs.done(root, n)]
+    missing = [n for n in JOBS if not jobs.done(root, n) and not recorded(n)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
     os.makedirs(docs, exist_ok=True)
@@ -145,6 +209,8 @@ def report(root: str, docs: str) -> int:
 
 def format_table(rows: list[dict]) -> str:
     by = {r["name"]: r for r in rows}
+    rows = sorted(rows, key=lambda r: list(JOBS).index(r["name"].replace("-s1", "-s0"))
+                  if r["name"].replace("-s1", "-s0") in JOBS else len(JOBS))
     out = ["| variant | top-1 % | stored | dense-eq. | effective | export bytes | MACs | "
            "train img/s | wall | revision |", "|" + " --- |" * 10]
     for r in rows:
@@ -164,21 +230,20 @@ def format_table(rows: list[dict]) -> str:
 
 
 def curves(root: str, out: str) -> str | None:
-    """Test accuracy per epoch of dense, FS rho=4 and DFS rho=4 (seed 0) in one figure."""
+    """Test accuracy per epoch of dense, FS rho=4 and DFS rho=4 in one figure (seed 0, or
+    seed 1 where seed 0's curve was not kept)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.progress import MetricsLog
-
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     shown = 0
-    for name, label in (("dense-s0", "dense"), ("fs4-s0", "FS rho=4"), ("dfs4-s0", "DFS rho=4")):
-        path = os.path.join(root, name, "metrics.jsonl")
-        if not os.path.exists(path):
+    for kind, label in (("dense", "dense"), ("fs4", "FS rho=4"), ("dfs4", "DFS rho=4")):
+        recs = next((c for c in (_curve(root, f"{kind}-s{s}") for s in (0, 1)) if c), None)
+        if not recs:
             continue
-        recs = MetricsLog.read(path)
+        label += f" (seed {recs[0]['seed']})"
         ep = [r["epoch"] for r in recs]
         ax[0].plot(ep, [r["train_loss"] for r in recs], label=label)
         ax[1].plot(ep, [100 * r["test_accuracy"] for r in recs], marker=".", label=label)
@@ -198,8 +263,21 @@ def curves(root: str, out: str) -> str | None:
     return out
 
 
+def _curve(root: str, name: str) -> list[dict] | None:
+    """The job's per-epoch training loss and test accuracy, from ``root`` or ``RECORDS``."""
+    from train.progress import MetricsLog
+
+    path = os.path.join(root, name, "metrics.jsonl")
+    if os.path.exists(path):
+        recs = [r for r in MetricsLog.read(path) if "test_accuracy" in r]
+    else:
+        recs = (recorded(name) or {}).get("curve")
+    return [dict(r, seed=int(name[-1])) for r in recs] if recs else None
+
+
 def main(argv=None) -> int:
-    return jobs.main(argv, "python -m benchmarks.cifar_table", __doc__, JOBS, "runs/table", report)
+    return jobs.main(argv, "python -m benchmarks.cifar_table", __doc__, JOBS, "runs/table", report,
+                     pending, record)
 
 
 if __name__ == "__main__":

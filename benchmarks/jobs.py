@@ -76,7 +76,10 @@ def _start(jobs, root, name, core):
     return p, log, time.time()
 
 
-def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None) -> int:
+def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None,
+        on_done=None) -> int:
+    """Run ``jobs`` (all, or ``only``) until each is done or failed; ``on_done(root, name)``
+    is called after each job that finishes."""
     names = [n for n in jobs if not only or n in only]
     unknown = sorted(set(only or ()) - set(jobs))
     if unknown:
@@ -110,6 +113,8 @@ def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None) -> int
                     lanes=lanes))
                 print(f"[{time.strftime('%H:%M:%S')}] done {name} ({time.time() - t0:.0f} s)",
                       flush=True)
+                if on_done is not None:
+                    on_done(root, name)
             else:
                 failed.add(name)
                 print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {p.returncode}); "
@@ -128,9 +133,11 @@ def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None) -> int
         time.sleep(5)
 
 
-def main(argv, prog: str, doc: str, jobs: dict, root: str, report) -> int:
+def main(argv, prog: str, doc: str, jobs: dict, root: str, report, pending=None,
+         on_done=None) -> int:
     """The command line of a job table: run its jobs, or ``--report`` them
-    (``report(root, docs) -> exit code``)."""
+    (``report(root, docs) -> exit code``). ``pending(root)``, if given, names the jobs to run
+    when ``--only`` does not; ``on_done`` goes to :func:`run`."""
     ap = argparse.ArgumentParser(prog=prog, description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=root)
@@ -141,4 +148,8 @@ def main(argv, prog: str, doc: str, jobs: dict, root: str, report) -> int:
     a = ap.parse_args(argv)
     if a.report:
         return report(a.root, a.docs)
-    return run(jobs, a.root, a.lanes, [n for n in a.only.split(",") if n] or None)
+    only = [n for n in a.only.split(",") if n] or (pending(a.root) if pending else None)
+    if only == []:
+        print("all done")
+        return 0
+    return run(jobs, a.root, a.lanes, only, on_done)

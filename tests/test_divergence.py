@@ -53,13 +53,13 @@ def test_divergence_in_last_update_of_epoch_is_not_saved(tmp_path, monkeypatch):
 
 
 def test_divergence_in_evaluation_only(tmp_path, monkeypatch):
-    real = trainer.make_eval_step
+    real = trainer.task_eval_step
 
     def make(*a, **k):
-        ev = real(*a, **k)
-        return lambda *b: dict(ev(*b), loss=jnp.float32(jnp.nan))
+        ev, finish = real(*a, **k)
+        return (lambda *b: dict(ev(*b), loss=jnp.float32(jnp.nan))), finish
 
-    monkeypatch.setattr(trainer, "make_eval_step", make)
+    monkeypatch.setattr(trainer, "task_eval_step", make)
     wd = str(tmp_path / "w")
     with pytest.raises(FloatingPointError, match=r"in evaluation loss \(nan\)") as e:
         run(tiny_config(num_epochs=2), wd)
