@@ -34,8 +34,9 @@ def _policy(keep: int, keep_best: bool):
 
 
 class Checkpoints:
-    def __init__(self, workdir: str, keep: int = 2, keep_best: bool = True):
-        self.dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    def __init__(self, workdir: str, keep: int = 2, keep_best: bool = True,
+                 subdir: str = "checkpoints"):
+        self.dir = os.path.abspath(os.path.join(workdir, subdir))
         options = ocp.CheckpointManagerOptions(create=True, **_policy(keep, keep_best))
         self.manager = ocp.CheckpointManager(self.dir, options=options,
                                              item_names=("state", "meta"))

@@ -74,6 +74,12 @@ def base() -> ml_collections.ConfigDict:
         image_size=64, max_objects=4, num_train=8000, num_test=1000, min_crop=0.5,
         match_threshold=0.5, neg_pos_ratio=3.0, score_threshold=0.01, nms_threshold=0.45,
         top_k=200, max_detections=100, map_method="11point"))
+    c.checkpoint_every_steps = 0  # >0: also a checkpoint every N steps inside an epoch
+    # streaming input (fsjax.data.stream): dataset 'folder' and large 'tfds:' sets are read
+    # from disk while training (grain worker processes), with ImageNet-style crops
+    c.stream = ml_collections.ConfigDict(dict(
+        enabled="auto", image_size=224, workers=0, corrupt="error", crop_fraction=0.875,
+        min_scale=0.08, eval_split=""))
     c.quant = ml_collections.ConfigDict(dict(bits=0, per_channel=False, method="uniform",
                                              overrides={}),
                                         type_safe=False)  # QAT (fsjax.quant); 0 = off
@@ -84,11 +90,42 @@ def load_data(c, data_limit: int | None = None):
     """The config's data set (``data_limit`` overrides ``c.data_limit``); configs saved by an
     older fsjax may lack ``eval_limit``."""
     limit = c.data_limit if data_limit is None else data_limit
+    if streams(c):
+        return _stream_data(c, limit)
     det = c.get("detection")
     kw = dict(image_size=det.image_size, max_objects=det.max_objects, num_train=det.num_train,
               num_test=det.num_test, seed=c.get("seed", 0)) if det is not None else None
     return data.load(c.dataset, c.data_dir, limit, eval_limit=c.get("eval_limit", 0),
                      seed=c.get("seed", 0), detection_kw=kw)
+
+
+def streams(c) -> bool:
+    """Whether ``c.dataset`` is read from disk while training (:mod:`fsjax.data.stream`)."""
+    st = c.get("stream")
+    if c.dataset == "folder":
+        return True
+    if st is None or not c.dataset.startswith("tfds:") or st.enabled == "off":
+        return False
+    if st.enabled == "on":
+        return True
+    return data.tfds_is_large(c.dataset[5:], c.data_dir)
+
+
+def _stream_data(c, limit):
+    from fsjax.data import stream
+
+    if limit or c.get("eval_limit", 0):
+        raise ValueError(f"config.data_limit / eval_limit need an in-memory data set; "
+                         f"{c.dataset} is streamed from disk (config.stream.enabled)")
+    st = c.stream
+    kw = dict(size=st.image_size, workers=st.workers, crop_fraction=st.crop_fraction,
+              min_scale=st.min_scale)
+    if c.dataset == "folder":
+        if not c.data_dir:
+            raise ValueError("config.dataset = 'folder' needs config.data_dir: a folder with "
+                             "train/<class>/* and val/ (class folders, or val_labels.txt)")
+        return stream.image_folder(c.data_dir, corrupt=st.corrupt, **kw)
+    return stream.tfds_stream(c.dataset[5:], c.data_dir, eval_split=st.eval_split, **kw)
 
 
 HELP = {
@@ -161,6 +198,18 @@ HELP = {
     "detection.top_k": "inference: boxes per class before NMS",
     "detection.max_detections": "inference: detections per image",
     "detection.map_method": "mAP@0.5 definition: 11point (VOC07) | all (VOC10+) | 101point",
+    "checkpoint_every_steps": ">0: a checkpoint every N steps inside an epoch too "
+                              "(checkpoints-partial/, the last one kept; resume mid-epoch)",
+    "stream.enabled": "auto (folder: always; tfds: when its images vary in size or the "
+                      "prepared set exceeds 4 GiB) | on | off",
+    "stream.image_size": "streamed images are cropped to this square side",
+    "stream.workers": "grain worker processes decoding and cropping (0: in the main process)",
+    "stream.corrupt": "a file that does not decode: error (names it) | skip (the next file "
+                      "is used instead, counted in metrics.jsonl)",
+    "stream.crop_fraction": "evaluation: shorter side resized to image_size / crop_fraction, "
+                            "then the centre crop",
+    "stream.min_scale": "training: random-resized crop's smallest area fraction",
+    "stream.eval_split": "TFDS split to evaluate on (default: validation, else test)",
     "quant.bits": "QAT bits (0: off, 2..8)",
     "quant.per_channel": "per-output-channel quantisation scales",
     "quant.method": "uniform | kmeans",
@@ -200,6 +249,11 @@ RANGES = {
     "conv.group_size": ("int", 1, None, "a positive int"),
     "conv.min_params": ("int", 0, None, "an int >= 0"),
     "quant.bits": ("int", 0, 8, "0 (off) or an int in 2..8"),
+    "checkpoint_every_steps": ("int", 0, None, "an int >= 0 (0: at epoch ends only)"),
+    "stream.image_size": ("int", 8, None, "an int >= 8 (pixels)"),
+    "stream.workers": ("int", 0, None, "an int >= 0 (0: in the main process)"),
+    "stream.crop_fraction": ("num", 0.05, 1, "a number in [0.05, 1]"),
+    "stream.min_scale": ("num", 0.001, 1, "a number in [0.001, 1]"),
     "nas.arch_lr": ("num", 1e-300, None, "a number > 0"),
     "nas.arch_weight_decay": ("num", 0, None, "a number >= 0"),
     "detection.image_size": ("int", 16, None, "an int >= 16 (pixels)"),
@@ -251,7 +305,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the key and the valid choices for a bad config."""
     if c.model not in models.MODELS:
         _choice("model", c.model, sorted(models.MODELS))
-    if c.dataset not in ("fashion_mnist", "cifar10", "synthetic", *data.DETECTION) and not (
+    if "stream" in c:
+        _choice("stream.enabled", c.stream.enabled, ("auto", "on", "off"))
+        _choice("stream.corrupt", c.stream.corrupt, ("error", "skip"))
+    if c.dataset not in ("fashion_mnist", "cifar10", "synthetic", "folder",
+                         *data.DETECTION) and not (
             c.dataset.startswith("tfds:") and len(c.dataset) > 5):
         _choice("dataset", c.dataset, data.DATASETS)
     if (c.model == "ssd") != data.is_detection(c.dataset):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,10 @@ class Runner:
       slower inside it (21 s instead of 0.62 s on the 2-core CPU).
     - where a step's batch comes from: on-device data is gathered inside the chunk by the
       epoch's permutation; streamed data arrives as ``(chunk, batch, ...)`` arrays assembled
-      on the host (each process puts only its rows of the global batch).
+      on the host (each process puts only its rows of the global batch), either from host
+      arrays or from a :class:`Feed` of batches read from disk (:mod:`fsjax.data.stream`).
+      The time the device loop waits for a streamed chunk is counted in ``input_wait_s``.
+    - an epoch can start at a chunk boundary ``first_step`` (a resume mid-epoch).
 
     Metrics are summed on the device and fetched about 10 times per epoch (``on_chunk``).
     Evaluation is a Python loop of one jitted call per evaluation batch on every backend;
@@ -67,6 +71,7 @@ class Runner:
         self.mesh, self.batch, self.eval_batch = mesh, batch, eval_batch
         self.eval_finish = eval_finish
         self.on_device = on_device
+        self.input_wait_s = 0.0
         self.unroll = jax.default_backend() == "cpu" if unroll is None else bool(unroll)
         self.repl = NamedSharding(mesh, P())
         self.shard = NamedSharding(mesh, P("data"))
@@ -128,21 +133,34 @@ class Runner:
 
     # --- running ---------------------------------------------------------------------------
     def train_epoch(self, ts, data, n_train: int, seed: int, epoch: int, steps_per_call: int,
-                    on_chunk, after_first_call=None):
-        """Run one epoch; ``on_chunk(steps_done, metrics_host) -> bool`` (False: stop).
-        ``after_first_call()`` runs once the first chunk is dispatched (the trainer waits for
-        the previous epoch's checkpoint there, while the device computes)."""
+                    on_chunk, after_first_call=None, first_step: int = 0, sync_every: int = 0,
+                    on_save=None):
+        """Run one epoch from step ``first_step`` (a multiple of the chunk size);
+        ``on_chunk(steps_done, metrics_host) -> bool`` (False: stop) runs about 10 times per
+        epoch and at every multiple of ``sync_every`` steps (rounded to the chunk size), with
+        the metrics summed since the previous call. ``after_first_call()`` runs once the first
+        chunk is dispatched (the trainer waits for the previous epoch's checkpoint there,
+        while the device computes). ``on_save(steps_done, ts)`` runs after ``on_chunk`` at
+        every multiple of ``sync_every`` steps inside the epoch (a mid-epoch checkpoint)."""
         steps = n_train // self.batch
         k_perm, k_step = epoch_keys(seed, epoch)
-        perm = jax.random.permutation(k_perm, n_train)[: steps * self.batch].astype(jnp.int32)
         size = chunk_size(steps, steps_per_call)
+        if first_step % size:
+            raise ValueError(f"an epoch can start only at a chunk boundary: step {first_step} "
+                             f"is not a multiple of the {size} steps per call")
         every = max(size, max(1, steps // 10) // size * size)  # host syncs per epoch: ~10
-        if self.on_device:
-            xs, ys = data
-            perm = jax.device_put(perm, self.repl)
-            chunks = (((xs, ys, perm), start) for start in range(0, steps, size))
+        save_every = max(size, sync_every // size * size) if sync_every else 0
+        if isinstance(data, Feed):
+            chunks = self._feed(data, steps, size, first_step)
         else:
-            chunks = self._stream(data, np.asarray(perm), steps, size)
+            perm = jax.random.permutation(k_perm, n_train)[: steps * self.batch].astype(
+                jnp.int32)
+            if self.on_device:
+                xs, ys = data
+                perm = jax.device_put(perm, self.repl)
+                chunks = (((xs, ys, perm), start) for start in range(first_step, steps, size))
+            else:
+                chunks = self._stream(data, np.asarray(perm), steps, size, first_step)
         acc = None
         for batches, start in chunks:
             ts, m = self._chunk(ts, batches, jnp.arange(start, start + size), k_step)
@@ -151,13 +169,16 @@ class Runner:
                 after_first_call()
                 after_first_call = None
             done = start + size
-            if done % every == 0 or done == steps:
+            if done % every == 0 or done == steps or (save_every and done % save_every == 0):
                 if not on_chunk(done, jax.device_get(acc)):
                     return ts, False
                 acc = None
+                if on_save is not None and save_every and done % save_every == 0 and \
+                        done < steps:
+                    on_save(done, ts)
         return ts, True
 
-    def _stream(self, data, perm, steps, size):
+    def _stream(self, data, perm, steps, size, first=0):
         """``((xs, ys), start)`` per chunk, assembled on the host in a background thread
         (prefetch 2 chunks); the indices of chunk step ``i`` are the same rows of the epoch's
         permutation as on-device training uses, in the same order."""
@@ -167,23 +188,66 @@ class Runner:
 
         def produce():
             try:
-                for start in range(0, steps, size):
+                for start in range(first, steps, size):
                     rows = perm[start * b:(start + size) * b].reshape(size, b)
                     q.put(((self._put_rows(xs, rows), self._put_rows(ys, rows)), start))
             except BaseException as e:  # surfaces in the training thread
                 q.put(e)
             q.put(None)
 
+        return self._consume(produce, q)
+
+    def _consume(self, produce, q):
+        """Run ``produce`` in a thread; yield what it queues, timing the waits."""
         threading.Thread(target=produce, daemon=True).start()
-        while (item := q.get()) is not None:
+        while True:
+            t0 = time.perf_counter()
+            item = q.get()
+            self.input_wait_s += time.perf_counter() - t0
+            if item is None:
+                return
             if isinstance(item, BaseException):
                 raise item
             yield item
 
+    def _put_local(self, local: np.ndarray):
+        """This process's ``(k, local batch, ...)`` rows -> a global ``(k, batch, ...)`` array
+        split over the devices on axis 1."""
+        if jax.process_count() == 1:
+            return jax.device_put(local, self.shard_chunk)
+        shape = (local.shape[0], local.shape[1] * jax.process_count(), *local.shape[2:])
+        return jax.make_array_from_process_local_data(self.shard_chunk, local, shape)
+
+    def _feed(self, feed, steps, size, first):
+        """``((xs, ys), start)`` per chunk from the feed's batches (prefetch 2 chunks)."""
+        q: queue.Queue = queue.Queue(maxsize=2)
+
+        def produce():
+            try:
+                for start in range(first, steps, size):
+                    local = [feed.next() for _ in range(size)]
+                    xs = np.stack([b["image"] for b in local])
+                    ys = np.stack([b["label"] for b in local])
+                    q.put(((self._put_local(xs), self._put_local(ys)), start))
+            except BaseException as e:  # surfaces in the training thread
+                q.put(e)
+            q.put(None)
+
+        return self._consume(produce, q)
+
     def evaluate(self, params, stats, eval_data) -> dict:
-        xs, ys, ms = eval_data
+        """Metrics over the test set: ``eval_data`` from :meth:`put_eval`, or a callable
+        returning an iterator of this process's batches ``dict(image, label, mask)``."""
+        if callable(eval_data):
+            def batches():
+                for b in eval_data():
+                    yield [self._put_local(b[k][None]) for k in ("image", "label", "mask")]
+            items = ((xs, ys, ms, 0) for xs, ys, ms in batches())
+        else:
+            xs, ys, ms = eval_data
+            items = ((xs, ys, ms, i) for i in range(xs.shape[0]))
         m, gathered = None, {}
-        for i in range(xs.shape[0]):
+        for xs, ys, ms, i in items:
             mi = self._eval(params, stats, xs, ys, ms, i)
             for k in [k for k in mi if k.startswith("_")]:
                 gathered.setdefault(k, []).append(np.asarray(jax.device_get(mi.pop(k))))
@@ -194,3 +258,21 @@ class Runner:
         if self.eval_finish is not None:
             out.update(self.eval_finish(gathered))
         return out
+
+
+class Feed:
+    """Training batches read from disk for the whole run: ``next()`` is this process's next
+    batch ``dict(image, label, skipped)``; ``position`` counts the batches taken (the data
+    state saved with a checkpoint: the iterator is a pure function of the start step) and
+    ``skipped`` the corrupt files replaced so far."""
+
+    def __init__(self, batches, start_step: int):
+        self._it = iter(batches)
+        self.position = start_step
+        self.skipped = 0
+
+    def next(self) -> dict:
+        b = next(self._it)
+        self.position += 1
+        self.skipped += int(np.sum(b.get("skipped", 0)))
+        return b

@@ -18,7 +18,7 @@ from fsjax import export, models, quant, report
 from fsjax.nn import DFSConv
 from train import arch, configlib, health
 from train.ckpt import Checkpoints, step_dirs, steps_text
-from train.loop import Runner, check_batch, make_mesh
+from train.loop import Feed, Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_train_step, task_eval_step
 from train.optim import make_optimizer, param_labels
 from train.progress import MetricsLog, Progress
@@ -116,7 +116,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         changed = wd.check_config(config, json.loads(configlib.base().to_json_best_effort()))
         ds = configlib.load_data(c)
         train_x, train_y = _train_arrays(c, ds)
-        n_train = len(train_y)
+        n_train = _sizes(ds, train_y)[0]
         steps = n_train // c.batch_size
         if steps == 0:
             raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
@@ -134,17 +134,20 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         return _train(c, workdir, ckpts, ds, (train_x, train_y), model, meta, dtype, mesh, steps,
                       stop_after_epochs, t_start, config_name, start)
     except BaseException:
-        if ckpts is not None:
-            try:
-                ckpts.close()
-            except Exception:  # the first error is the one to report
-                pass
-            ckpts = None
+        for k in (getattr(ckpts, "partial", None), ckpts):
+            if k is not None:
+                try:
+                    k.close()
+                except Exception:  # the first error is the one to report
+                    pass
+        ckpts = None
         if jax.process_index() == 0:
             wd.remove_if_unused()
         raise
     finally:
         if ckpts is not None:
+            if getattr(ckpts, "partial", None) is not None:
+                ckpts.partial.close()
             ckpts.close()
         wd.unlock()
 
@@ -152,24 +155,31 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
 def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, stop_after_epochs,
            t_start, config_name, on_start):
     latest = _resume_step(c, ckpts)
-    start_epoch = 0
-    if latest is not None:
-        saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest))
+    start_epoch, first_step, acc0 = 0, 0, None
+    saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest)) \
+        if latest is not None else None
+    partial = ckpts.partial = _partial(c, workdir, ckpts, saved)
+    src, src_step = ckpts, latest
+    if partial is not None and partial.mid is not None:  # resume inside an epoch
+        src, src_step = partial, partial.mid
+        saved = _checked(partial, src_step, lambda: partial.restore_meta(src_step))
+    if saved is not None:
         if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
             model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                       saved["layers"], image_size=ds.image_shape[0])
         start_epoch = saved["epoch"]
+        first_step, acc0 = saved.get("step_in_epoch", 0), saved.get("acc")
     if c.num_epochs < start_epoch:
         raise ValueError(f"config.num_epochs = {c.num_epochs} is below the {start_epoch} epochs "
                          f"this run has trained (checkpoint step {latest}); use "
                          f"--config.resume_step to go back to an earlier step, or another "
                          f"--workdir")
     fn, tx, lr_fn, ts = _setup(model, c, steps)
-    if latest is not None:
+    if saved is not None:
         target = _host_state(ts)
-        ts = _checked(ckpts, latest, lambda: _restore_finite(ckpts, latest, target), target)
+        ts = _checked(src, src_step, lambda: _restore_finite(src, src_step, target), target)
         on_start()  # the config is recorded once the run is known to start
-        moved = ckpts.set_aside_after(latest)
+        moved = ckpts.set_aside_after(latest) if latest is not None else []
         if moved:
             print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
                   f"{ckpts.aside_dir}", flush=True)
@@ -181,20 +191,27 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         entries = quant.plan(model, qcfg)
         param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
 
-    n_train = len(train_xy[1])
+    n_train = _sizes(ds, train_xy[1])[0]
     runner = _runner(model, fn, tx, c, ds, dtype, mesh, param_tf)
     ts = jax.device_put(ts, runner.repl)
-    train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
-    eval_data = runner.put_eval(ds.test_images, ds.test_labels)
+    end_epoch = c.num_epochs if stop_after_epochs is None else min(
+        c.num_epochs, start_epoch + stop_after_epochs)
+    if getattr(ds, "streaming", False):  # read from disk: the data state is the step
+        start = int(jax.device_get(ts["step"]))
+        train_data = Feed(ds.train_batches(c.seed, c.batch_size, end_epoch, start), start)
+        eval_data = lambda: ds.eval_batches(c.eval_batch_size)
+    else:
+        train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
+        eval_data = runner.put_eval(ds.test_images, ds.test_labels)
     primary = jax.process_index() == 0  # the one process that writes files and prints
     log = MetricsLog(workdir, start_epoch, c.tensorboard, writer=primary, quiet=c.quiet)
     bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet or not primary,
                    every_s=c.log_every_s)
-    end_epoch = c.num_epochs if stop_after_epochs is None else min(
-        c.num_epochs, start_epoch + stop_after_epochs)
     if not bar.quiet:  # the header traces the model for its counts: only when shown
         bar.say(_header(c, config_name, workdir, model, meta, ds, dtype, steps))
-    if start_epoch:
+    if src is not ckpts:
+        bar.say(f"resumed from {partial.dir} at step {first_step} of epoch {start_epoch + 1}")
+    elif start_epoch:
         bar.say(f"resumed from {ckpts.dir} at epoch {start_epoch}")
 
     with _Stop() as stop:
@@ -205,6 +222,10 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                 meta["layers"] = export.describe(model)
             bar.start_epoch(epoch)
             acc = {"loss": 0.0, "correct": 0, "count": 0}
+            first = first_step if epoch == start_epoch else 0
+            if first and acc0:
+                acc.update(acc0)
+            wait0 = runner.input_wait_s
 
             def on_chunk(done, m, acc=acc, epoch=epoch):
                 for k in acc:
@@ -219,8 +240,12 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
 
             # the previous epoch's save is awaited once this epoch's first chunk is running:
             # a failed save stops the run before any of this epoch is logged or saved
-            ts, finished = runner.train_epoch(ts, train_data, n_train, c.seed, epoch,
-                                              c.steps_per_call, on_chunk, ckpts.wait)
+            def on_save(done, ts, acc=acc, epoch=epoch, model=model, meta=meta):
+                _save_partial(partial, ts, meta, c, model, epoch, done, acc, ckpts)
+
+            ts, finished = runner.train_epoch(
+                ts, train_data, n_train, c.seed, epoch, c.steps_per_call, on_chunk, ckpts.wait,
+                first, c.checkpoint_every_steps, on_save if partial is not None else None)
             if not finished:
                 ckpts.wait()
                 kept = ckpts.all_steps()
@@ -243,13 +268,59 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                 if ds.task == "detect" else f"loss {rec['train_loss']:.4f} train "
                 f"{100 * rec['train_accuracy']:.2f}% test {100 * ev['accuracy']:.2f}%")
             rec["epoch_s"] = el
-            rec["images_per_s"] = steps * c.batch_size / el
+            rec["images_per_s"] = (steps - first) * c.batch_size / el
+            if not runner.on_device:  # time the device loop waited for streamed input
+                rec["input_wait_fraction"] = (runner.input_wait_s - wait0) / el
+            if isinstance(train_data, Feed) and train_data.skipped:
+                rec["skipped_files"] = train_data.skipped
             _check_finite(ts, ev, epoch, ckpts)
             log.write(rec)
             _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
     ckpts.wait()
+    if partial is not None:
+        partial.wait()
     records = log.records
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
+
+
+def _sizes(ds, train_labels=None) -> tuple[int, int]:
+    """(training examples, test examples) of an in-memory or a streamed data set."""
+    if getattr(ds, "streaming", False):
+        return ds.train_size, ds.test_size
+    return len(ds.train_labels if train_labels is None else train_labels), len(ds.test_labels)
+
+
+def _partial(c, workdir, ckpts, saved):
+    """Mid-epoch checkpoints (``workdir/checkpoints-partial``, the last one kept) when
+    ``config.checkpoint_every_steps`` is set or some exist; ``.mid`` is the step to resume
+    from when the newest is later than the epoch checkpoint being resumed (else None)."""
+    path = os.path.join(workdir, "checkpoints-partial")
+    if not c.checkpoint_every_steps and not os.path.isdir(path):
+        return None
+    partial = Checkpoints(workdir, 1, False, "checkpoints-partial")
+    partial.mid = None
+    last = partial.latest_step()
+    if last is not None and not c.resume_step:
+        m = _checked(partial, last, lambda: partial.restore_meta(last))
+        if m["epoch"] >= (saved["epoch"] if saved else 0):
+            partial.mid = last
+    return partial
+
+
+def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts):
+    """A checkpoint inside epoch ``epoch`` (0-based) after ``done`` of its steps, with the
+    epoch's metric sums so far; the data position is the step (fsjax.data.stream)."""
+    host = _host_state(jax.device_get(ts))
+    bad = health.nonfinite_arrays(host)
+    if bad:
+        raise FloatingPointError(_diverged(
+            f"non-finite values at step {done} of epoch {epoch + 1} in {health.describe(bad)}",
+            ckpts))
+    partial.wait()
+    m = dict(meta, epoch=epoch, step_in_epoch=done, acc={k: float(v) for k, v in acc.items()},
+             data_step=int(host["step"]), layers=export.describe(model),
+             config=json.loads(c.to_json_best_effort()))
+    partial.save(int(host["step"]), host, m)
 
 
 def _resume_step(c, ckpts):
@@ -319,7 +390,14 @@ def _check_finite(ts, ev: dict, epoch: int, ckpts) -> None:
 
 def _train_arrays(c, ds):
     """Training images/labels; for a DARTS search, pairs ``(N//2, 2, ...)`` of the two halves
-    of a seeded shuffle of the training set (weights on [:, 0], architecture on [:, 1])."""
+    of a seeded shuffle of the training set (weights on [:, 0], architecture on [:, 1]);
+    ``(None, None)`` for a streamed data set (read by the runner's feed)."""
+    if getattr(ds, "streaming", False):
+        if c.nas.search:
+            raise ValueError(f"config.nas.search needs an in-memory data set; {ds.name} is "
+                             f"streamed from disk (config.stream.enabled = 'off' loads TFDS "
+                             f"sets into memory)")
+        return None, None
     if not c.nas.search:
         return ds.train_images, ds.train_labels
     perm = np.random.default_rng(c.seed).permutation(len(ds.train_labels))
@@ -350,6 +428,8 @@ def _host_state(ts):
 
 
 def _on_device(c, ds) -> bool:
+    if getattr(ds, "streaming", False):
+        return False
     if c.on_device != "auto":
         return bool(c.on_device)
     if jax.process_count() > 1:
@@ -420,8 +500,11 @@ def _conv_label(c) -> str:
 def _header(c, config_name, workdir, model, meta, ds, dtype, steps) -> str:
     """What is about to run, before any training."""
     _, totals = report.report(model, ds.image_shape)
-    data = (f"{ds.name}: {len(ds.train_labels):,} train / {len(ds.test_labels):,} test "
+    n_train, n_test = _sizes(ds)
+    data = (f"{ds.name}: {n_train:,} train / {n_test:,} test "
             f"images {'x'.join(map(str, ds.image_shape))}"
+            + (f", streamed from disk ({ds.workers} worker processes)"
+               if getattr(ds, "streaming", False) else "")
             + (f" - SUBSET: {ds.subset}" if ds.subset else ""))
     rows = [("config", config_name or "(config object)"),
             ("model", f"{meta['arch']} ({_conv_label(c)})"),
@@ -444,13 +527,13 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
     best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
     timed = bar.epochs_timed[1:] or bar.epochs_timed  # the first epoch includes compilation
     if timed:
-        ips = (len(ds.train_labels) // c.batch_size) * c.batch_size / statistics.median(timed)
+        ips = (_sizes(ds)[0] // c.batch_size) * c.batch_size / statistics.median(timed)
     else:  # nothing trained in this process (a finished run re-run): the recorded epochs
         logged = [r["images_per_s"] for r in records[1:] or records if "images_per_s" in r]
         ips = statistics.median(logged) if logged else float("nan")
     r = dict(model=meta["arch"], config=config_name or "(config object)",
              config_model=c.model, conv=_conv_label(c), dataset=c.dataset,
-             train_examples=len(ds.train_labels), test_examples=len(ds.test_labels),
+             train_examples=_sizes(ds)[0], test_examples=_sizes(ds)[1],
              subset=ds.subset,
              accuracy=records[-1]["test_accuracy"] if records else float("nan"),
              best_accuracy=best.get("test_accuracy", float("nan")),

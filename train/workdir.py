@@ -111,9 +111,11 @@ class Workdir:
         checkpoint or metrics is removed."""
         if not self.created:
             return
-        ck = os.path.join(self.path, "checkpoints")
-        # any step folder counts, an unfinished orbax temporary too: removal stays cautious
-        steps = [n for n in os.listdir(ck) if n[0].isdigit()] if os.path.isdir(ck) else []
+        # any step folder counts (mid-epoch ones too), an unfinished orbax temporary too:
+        # removal stays cautious
+        steps = [n for sub in ("checkpoints", "checkpoints-partial")
+                 if os.path.isdir(ck := os.path.join(self.path, sub))
+                 for n in os.listdir(ck) if n[0].isdigit()]
         metrics = os.path.join(self.path, "metrics.jsonl")
         if not steps and not (os.path.exists(metrics) and os.path.getsize(metrics)):
             shutil.rmtree(self.path, ignore_errors=True)

@@ -8,6 +8,8 @@
 - ``tfds:<name>`` (``tfds:cifar10``, ``tfds:cifar100``, ...): TFDS catalogue data for users who
   have TensorFlow and the prepared data (``data_dir`` is the TFDS data dir).
 - ``synthetic``: random images with learnable labels, for tests and benchmarks.
+- ``folder`` (ImageNet as JPEG folders) and large ``tfds:`` sets are not loaded: they stream
+  from disk (:mod:`fsjax.data.stream`; :func:`tfds_is_large` decides for TFDS).
 - ``synthetic_detection`` and ``voc`` (PASCAL VOC 2007 folders): detection sets
   (:mod:`fsjax.data.detection`); their ``*_labels`` are packed targets ``(N, G, 7)`` float32
   rows ``(x1, y1, x2, y2, class, valid, difficult)`` (:func:`pack_targets`) and
@@ -25,7 +27,7 @@ import numpy as np
 from fsjax.data import cifar_jpeg, fashion_mnist
 
 DATASETS = ("fashion_mnist", "cifar10", "synthetic", "synthetic_detection", "voc",
-            "tfds:<name>")
+            "tfds:<name>", "folder")
 DETECTION = ("synthetic_detection", "voc", "tfds:voc/2007", "tfds:voc/2012")
 
 
@@ -99,6 +101,20 @@ def _load_tfds(name: str, data_dir: str):
         raise
     except Exception as e:  # TFDS raises many types (missing TensorFlow, unknown name, ...)
         raise ValueError(f"dataset 'tfds:{name}' is not available here: {e}") from None
+
+
+def tfds_is_large(name: str, data_dir: str = "", limit_bytes: int = 4 << 30) -> bool:
+    """Whether the prepared TFDS set ``name`` streams from disk: its images vary in size
+    (ImageNet) or it holds more than ``limit_bytes``. False when TFDS cannot tell (the
+    in-memory loader then reports what is missing)."""
+    try:
+        import tensorflow_datasets as tfds
+
+        info = tfds.builder(name, data_dir=_tfds_dir(data_dir)).info
+        shape = getattr(info.features["image"], "shape", ())
+        return None in tuple(shape) or int(info.dataset_size or 0) > limit_bytes
+    except Exception:  # not installed, not prepared, no image feature: not a streaming set
+        return False
 
 
 def _synthetic(limit: int, shape=(32, 32, 3), classes=10, seed=0):
