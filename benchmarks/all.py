@@ -8,6 +8,7 @@ import argparse
 from benchmarks import (
     deploy_latency,
     inference_latency,
+    input_pipeline,
     layers,
     thinet_select,
     thinet_vgg,
@@ -16,7 +17,8 @@ from benchmarks import (
 
 BENCHMARKS = (("layers", layers), ("train_throughput", train_throughput),
               ("inference_latency", inference_latency), ("thinet_select", thinet_select),
-              ("thinet_vgg", thinet_vgg), ("deploy_latency", deploy_latency))
+              ("thinet_vgg", thinet_vgg), ("deploy_latency", deploy_latency),
+              ("input_pipeline", input_pipeline))
 
 
 def main(argv=None):

@@ -285,3 +285,56 @@ def test_streamed_two_processes_equal_one_process(imagenet_like, tmp_path):
     a, b = ([json.loads(x) for x in open(os.path.join(w, "metrics.jsonl"))] for w in (one, two))
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         np.testing.assert_allclose(b[0][key], a[0][key], rtol=1e-5, err_msg=key)
+
+
+def test_imagenet_config_streams_a_folder(imagenet_like):
+    from configs.imagenet import models
+    from train import configlib
+
+    c = models.get_config("resnet50,fs3.7,folder")
+    c.data_dir = imagenet_like
+    configlib.validate(c)
+    d = configlib.load_data(c)
+    assert isinstance(d, stream.StreamData) and d.image_shape == (224, 224, 3)
+    b = next(d.train_batches(0, 4, 1, workers=0))
+    assert b["image"].shape == (4, 224, 224, 3)
+    assert models.get_config("vgg16,dense").dataset == "tfds:imagenet2012"
+    with pytest.raises(ValueError, match="data source 'hdf5'; valid: tfds"):
+        models.get_config("resnet50,dense,hdf5")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(data_dir=""), "config.dataset = 'folder' needs config.data_dir"),
+    (dict(data_limit=100), "config.data_limit / eval_limit need an in-memory data set"),
+    (dict(data_dir="/nonexistent"), "image folder /nonexistent/train does not exist"),
+])
+def test_streaming_config_errors(imagenet_like, change, message):
+    from train import configlib
+
+    c = _config(imagenet_like)
+    for k, v in change.items():
+        setattr(c, k, v)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        configlib.load_data(c)
+
+
+@pytest.mark.parametrize("key, value, valid", [
+    ("enabled", "yes", "auto, on, off"), ("corrupt", "ignore", "error, skip"),
+    ("workers", -1, "an int >= 0"), ("crop_fraction", 0.0, "a number in"),
+])
+def test_stream_options_are_validated(key, value, valid):
+    from train import configlib
+
+    c = configlib.base()
+    setattr(c.stream, key, value)
+    with pytest.raises(ValueError, match=rf"config.stream.{key} = .* valid: {valid}"):
+        configlib.validate(c)
+
+
+def test_nas_search_refuses_a_stream(imagenet_like, tmp_path):
+    from train import trainer
+
+    c = _config(imagenet_like)
+    c.nas.search = True
+    with pytest.raises(ValueError, match="config.nas.search needs an in-memory data set"):
+        trainer.run(c, str(tmp_path / "w"))

@@ -168,9 +168,10 @@ HELP = {
     "share.optimizer": "WKSC channel weights' own optimizer",
     "share.lr": "WKSC channel weights' learning rate",
     "share.weight_decay": "WKSC channel weights' weight decay",
-    "augment.crop_padding": "random crop after zero padding by this many pixels",
-    "augment.flip": "random horizontal flip",
-    "augment.cutout": ">0: cutout square side",
+    "augment.crop_padding": "random crop after zero padding by this many pixels (in-memory "
+                            "sets; streamed sets get the stream's random-resized crop)",
+    "augment.flip": "random horizontal flip (in-memory sets; the stream flips its own)",
+    "augment.cutout": ">0: cutout square side (in-memory sets)",
     "tta_flip": "evaluate on the image and its mirror",
     "compute_dtype": "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
     "on_device": "keep the data set on the device: auto | True | False",

@@ -473,6 +473,9 @@ def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
         step = detect_fn.make_train_step(fn, tx, c, ds.mean, ds.std, dtype, model.priors(),
                                          param_tf)
     else:
+        if getattr(ds, "streaming", False):  # the stream crops and flips on the host
+            c = c.copy_and_resolve_references()
+            c.augment.crop_padding, c.augment.flip, c.augment.cutout = 0, False, 0
         step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf, param_labels(model))
     return Runner(step, eval_fn, mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
                   eval_finish=finish)
