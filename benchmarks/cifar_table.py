@@ -41,15 +41,6 @@ JOBS = {
     "dense-s1": ((), _train("dense", 1)),
     "fs4-s1": ((), _train("fs4", 1)),
     "fs4-ptq8": (("fs4-s1",), _compress("quant:8", "fs4-s1")),
-    "fs4-proj": (("dense-s1",), _compress("fs:4", "dense-s1")),
-    "fs4-qat4": (("fs4-s1",), _compress("quant:4", "fs4-s1")),
-    "thinet50": (("dense-s1",), _compress("thinet:0.5", "dense-s1")),
-    "dense-s0": ((), _train("dense")),
-    "fs4-s0": ((), _train("fs4")),
-    "fs2-s0": ((), _train("fs2")),
-    "fs8-s0": ((), _train("fs8")),
-    "wks4-s0": ((), _train("wks4")),
-    "dfs4-s0": ((), _train("dfs4")),
     # DFSNet NAS: a small first-order DARTS search (DFS rho=4 supernet, 5 cells, 8 channels,
     # 5 candidate ops, 10,000 training images split in halves), its genotype, then the
     # derived network trained with the table's recipe
@@ -60,9 +51,24 @@ JOBS = {
         "'dil_conv_3x3')\"", "--config.num_epochs=8", "--config.data_limit=10000",
         "--config.eval_limit=2000", "--workdir", "{workdir}", "&&", sys.executable, "-m",
         "train.nas", "--workdir", "{workdir}", "--cells", "5", "--channels", "16"])]),
+    # the dense row's independent reference: the same ResNet-8 and recipe in PyTorch
+    "torch-dense": ((), [sys.executable, "-m", "benchmarks.torch_cifar_reference",
+                         "--workdir", "{workdir}"]),
+    "fs4-proj": (("dense-s1",), _compress("fs:4", "dense-s1")),
+    "fs4-qat4": (("fs4-s1",), _compress("quant:4", "fs4-s1")),
+    "thinet50": (("dense-s1",), _compress("thinet:0.5", "dense-s1")),
     "nas-eval": (("nas-search",), [sys.executable, "-m", "train.main", "--config",
                                     f"{TABLE}:darts,{{root}}/nas-search/genotype.json"]),
+    "fs8-s0": ((), _train("fs8")),
+    "wks4-s0": ((), _train("wks4")),
+    "dfs4-s0": ((), _train("dfs4")),
+    "dense-s0": ((), _train("dense")),
+    "fs4-s0": ((), _train("fs4")),
+    "fs2-s0": ((), _train("fs2")),
 }
+ORDER = ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "wks4-s0",
+         "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "nas-eval")  # the table's rows
+NOT_ROWS = ("nas-search", "torch-dense")
 
 # A finished job's row, curve (and the search's genotype) are kept here, committed: a run
 # directory does not outlive the machine it ran on, and the table is filled over sessions.
@@ -87,6 +93,10 @@ def record(root: str, name: str) -> None:
     if name == "nas-search":
         rec = dict(name=name, command=_json(os.path.join(d, "DONE.json"))["command"],
                    genotype=_json(os.path.join(d, "genotype.json")))
+    elif name == "torch-dense":
+        done = _json(os.path.join(d, "DONE.json"))
+        rec = dict(_json(os.path.join(d, "results.json")), name=name, command=done["command"],
+                   revision=done["revision"])
     else:
         rec = _row(root, name)
     metrics = os.path.join(d, "metrics.jsonl")
@@ -169,11 +179,22 @@ def _search_line(root: str) -> str:
             f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
 
 
+def _reference_line(root: str) -> str:
+    """The PyTorch reference of the dense row (``benchmarks.torch_cifar_reference``)."""
+    path = os.path.join(root, "torch-dense", "results.json")
+    r = _json(path) if jobs.done(root, "torch-dense") else recorded("torch-dense")
+    if not r:
+        return ""
+    return (f"PyTorch reference (same ResNet-8 and recipe, {r['framework']}, "
+            f"{r['threads']} thread): {100 * r['accuracy']:.2f}% after {r['epochs']} epochs, "
+            f"{r['images_per_s']:.0f} train images/s")
+
+
 def _rows(root: str) -> list[dict]:
     """Each finished job's row: from ``root`` where it ran there, else from ``RECORDS``."""
     rows = []
     for n in JOBS:
-        if n == "nas-search":
+        if n in NOT_ROWS:
             continue
         if jobs.done(root, n):
             rows.append(_row(root, n))
@@ -195,6 +216,8 @@ def report(root: str, docs: str) -> int:
     print(format_table(rows))
     if _search_line(root):
         print("\n" + _search_line(root))
+    if _reference_line(root):
+        print("\n" + _reference_line(root))
     missing = [n for n in JOBS if not jobs.done(root, n) and not recorded(n)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
@@ -209,8 +232,7 @@ def report(root: str, docs: str) -> int:
 
 def format_table(rows: list[dict]) -> str:
     by = {r["name"]: r for r in rows}
-    rows = sorted(rows, key=lambda r: list(JOBS).index(r["name"].replace("-s1", "-s0"))
-                  if r["name"].replace("-s1", "-s0") in JOBS else len(JOBS))
+    rows = sorted(rows, key=lambda r: ORDER.index(r["name"]))
     out = ["| variant | top-1 % | stored | dense-eq. | effective | export bytes | MACs | "
            "train img/s | wall | revision |", "|" + " --- |" * 10]
     for r in rows:
