@@ -254,6 +254,9 @@ def test_trainer_resumes_mid_epoch_exactly(imagenet_like, tmp_path, monkeypatch,
 
     for x, y in zip(*(_leaves(params_of(w, 2)) for w in (full, cut)), strict=True):
         np.testing.assert_array_equal(x, y)
+    from train.eval import evaluate, restore  # train.eval reads the streamed test set too
+
+    assert evaluate(*restore(full, "latest"), batch=32)["accuracy"] == a[-1]["test_accuracy"]
 
 
 def _leaves(tree):

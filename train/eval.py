@@ -85,6 +85,9 @@ def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=No
                                      param_tf)
     runner = Runner(lambda *a: None, eval_fn, mesh, len(jax.devices()), batch, True,
                     eval_finish=finish)
+    if getattr(ds, "streaming", False):  # read from disk (fsjax.data.stream)
+        batch = -(-batch // jax.device_count()) * jax.device_count()
+        return runner.evaluate(p, s, lambda: ds.eval_batches(batch))
     return runner.evaluate(p, s, runner.put_eval(ds.test_images, ds.test_labels))
 
 
@@ -96,6 +99,9 @@ def deploy_run(model, meta, fmt: str, out: str, int8: bool = False, calib: int =
     info = dict(mean=list(map(float, meta["mean"])), std=list(map(float, meta["std"])),
                 input="float32 NHWC, (pixel/255 - mean) / std", model=meta.get("model", ""))
     ds = ds if ds is not None else load_data(ml_collections.ConfigDict(meta["config"]))
+    if getattr(ds, "streaming", False):
+        raise ValueError(f"--deploy checks the file on an in-memory test set; {ds.name} is "
+                         f"streamed from disk (export with fsjax.deploy directly)")
     x = np.asarray(normalize(jnp.asarray(ds.test_images), meta["mean"], meta["std"]))
     model.eval()
     ref = np.concatenate([np.asarray(deploy.logits_of(model(jnp.asarray(x[i:i + eval_batch]))))
