@@ -9,7 +9,9 @@ average, quality 90) read, decoded, random-resized-cropped to 224x224 and flippe
 to a plain single-process PIL loop doing the same per image; the median of ``--repeats`` passes,
 interleaved. Memory: the peak resident memory (main process + workers, sampled every 20 ms)
 of one streaming epoch over folders of each ``--memory`` size (small 64x48 JPEGs, 32x32
-crops): it should not grow with the data set's size.
+crops): it should not grow with the data set's size. Training: a streamed run of a CIFAR
+ResNet-8 on the first memory folder (``--trainer`` worker counts), with the fraction of each
+epoch the device loop waited for input.
 """
 
 from __future__ import annotations
@@ -112,6 +114,30 @@ def peak_memory(data, batch: int, workers: int) -> tuple[int, float]:
     return peak[0], time.perf_counter() - t
 
 
+def trainer_wait(root: str, workers: int, epochs: int = 3, image_size: int = 32) -> list[dict]:
+    """A streamed training run (CIFAR ResNet-8 on ``image_size`` crops of the folder, batch
+    128, float32) with ``workers`` grain workers: per epoch, images/s and the fraction of the
+    epoch the device loop waited for input (``input_wait_fraction`` of metrics.jsonl)."""
+    import tempfile
+
+    from configs import default
+    from train import trainer
+
+    c = default.get_config()
+    c.dataset, c.data_dir, c.model = "folder", root, "resnet8"
+    c.stream.image_size, c.stream.workers = image_size, workers
+    c.batch_size, c.eval_batch_size, c.num_epochs = 128, 100, epochs
+    c.quiet, c.tensorboard = True, False
+    with tempfile.TemporaryDirectory() as wd:
+        trainer.run(c, os.path.join(wd, "run"))
+        import json
+
+        with open(os.path.join(wd, "run", "metrics.jsonl")) as f:
+            recs = [json.loads(x) for x in f]
+    return [dict(workers=workers, epoch=r["epoch"], images_per_s=r["images_per_s"],
+                 input_wait_fraction=r["input_wait_fraction"]) for r in recs]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,11 +145,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--memory", default="2000,20000", help="folder sizes for the memory rows")
+    ap.add_argument("--trainer", default="1,2", help="worker counts for the training rows")
     ap.add_argument("--json-dir", default="")
     ap.add_argument("--small", action="store_true", help="a tiny run (the smoke test)")
     a = ap.parse_args(argv)
     if a.small:
-        a.images, a.repeats, a.workers, a.memory = 64, 1, "0,1", "100,300"
+        a.images, a.repeats, a.workers, a.memory, a.trainer = 64, 1, "0,1", "100,300", ""
     from fsjax.data import stream
 
     batch = 64
@@ -153,7 +180,15 @@ def main(argv=None) -> int:
     if mem:
         print("\nhost memory of one streaming epoch (2 workers, batch 100, 32x32 crops)")
         print_table(mem, ["images", "peak_rss_mib", "epoch_s", "images_per_s"])
-    write_json(a.json_dir or None, "input_pipeline", rows, memory=mem)
+    wait = []
+    if a.trainer and mem:
+        r = os.path.join(_cache(), f"bench-jpeg-small-{int(a.memory.split(',')[0])}")
+        for w in [int(x) for x in a.trainer.split(",")]:
+            wait += trainer_wait(r, w)
+        print("\nstreamed training (CIFAR ResNet-8, 32x32 crops, batch 128): the device loop's "
+              "wait for input")
+        print_table(wait, ["workers", "epoch", "images_per_s", "input_wait_fraction"])
+    write_json(a.json_dir or None, "input_pipeline", rows, memory=mem, trainer=wait)
     return rows
 
 

@@ -225,7 +225,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             first = first_step if epoch == start_epoch else 0
             if first and acc0:
                 acc.update(acc0)
-            wait0 = runner.input_wait_s
+            wait0, t_train = runner.input_wait_s, time.perf_counter()
 
             def on_chunk(done, m, acc=acc, epoch=epoch):
                 for k in acc:
@@ -246,6 +246,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             ts, finished = runner.train_epoch(
                 ts, train_data, n_train, c.seed, epoch, c.steps_per_call, on_chunk, ckpts.wait,
                 first, c.checkpoint_every_steps, on_save if partial is not None else None)
+            t_train = time.perf_counter() - t_train
             if not finished:
                 ckpts.wait()
                 kept = ckpts.all_steps()
@@ -269,8 +270,8 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                 f"{100 * rec['train_accuracy']:.2f}% test {100 * ev['accuracy']:.2f}%")
             rec["epoch_s"] = el
             rec["images_per_s"] = (steps - first) * c.batch_size / el
-            if not runner.on_device:  # time the device loop waited for streamed input
-                rec["input_wait_fraction"] = (runner.input_wait_s - wait0) / el
+            if not runner.on_device:  # of the training time: the loop's wait for input
+                rec["input_wait_fraction"] = (runner.input_wait_s - wait0) / max(t_train, 1e-9)
             if isinstance(train_data, Feed) and train_data.skipped:
                 rec["skipped_files"] = train_data.skipped
             _check_finite(ts, ev, epoch, ckpts)
