@@ -215,6 +215,9 @@ def report(root: str, docs: str) -> int:
     os.makedirs(root, exist_ok=True)
     write_json(os.path.join(root, "table.json"), rows)
     print(format_table(rows))
+    print("\nCommands (each row's run directory under --root):\n")
+    print("\n".join(f"- {r['name']}: `{r['command']}`" for r in sorted(
+        rows, key=lambda r: ORDER.index(r["name"]))))
     if _search_line(root):
         print("\n" + _search_line(root))
     if _reference_line(root):

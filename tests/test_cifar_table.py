@@ -65,6 +65,7 @@ def test_record_and_report_from_records_and_runs(records, tmp_path, capsys):
     assert t.report(str(root), str(tmp_path / "docs")) == 0
     out = capsys.readouterr().out
     assert "| dense-s0 | 79.00 (80.00 / 78.00) |" in out  # the mean of the two seeds
+    assert "- dense-s1: `python -m train.main ... dense-s1`" in out
     assert "PyTorch reference (same ResNet-8 and recipe, torch 2.13, 1 thread): 79.00%" in out
     assert "not finished:" in out and "fs8-s0" in out and "torch-dense" not in out.split(
         "not finished:")[1]
