@@ -247,11 +247,13 @@ def format_table(rows: list[dict]) -> str:
         if twin:
             accs = [100 * r["accuracy"], 100 * twin["accuracy"]]
             acc = f"{statistics.mean(accs):.2f} ({accs[0]:.2f} / {accs[1]:.2f})"
-        ips = f"{r['images_per_s']:.0f}" if r.get("images_per_s") else "-"
+        both = [r, twin] if twin else [r]
+        ips = " / ".join(f"{x['images_per_s']:.0f}" for x in both if x.get("images_per_s"))
+        wall = " / ".join(f"{x['wall_s'] / 60:.0f} min" for x in both if x["wall_s"] >= 30)
+        rev = " / ".join(f"`{x['revision']}`" for x in both)
         out.append(f"| {r['name']} | {acc} | {r['stored_params']:,} | {r['dense_params']:,} | "
                    f"{r['effective_params']:,.0f} | {r['export_bytes']:,} | "
-                   f"{r['macs'] / 1e6:.2f}M | {ips} | {r['wall_s'] / 60:.0f} min | "
-                   f"`{r['revision']}` |")
+                   f"{r['macs'] / 1e6:.2f}M | {ips or '-'} | {wall or '-'} | {rev} |")
     return "\n".join(out)
 
 
