@@ -47,9 +47,6 @@ JOBS = {
     "fs4-proj": (("dense-s1",), _compress("fs:4", "dense-s1")),
     "fs4-qat4": (("fs4-s1",), _compress("quant:4", "fs4-s1")),
     "thinet50": (("dense-s1",), _compress("thinet:0.5", "dense-s1")),
-    "fs8-s0": ((), _train("fs8")),
-    "wks4-s0": ((), _train("wks4")),
-    "dfs4-s0": ((), _train("dfs4")),
     # DFSNet NAS: a small first-order DARTS search (DFS rho=4 supernet, 3 cells, 8 channels,
     # 5 candidate ops, 4,000 training images split in halves, 4 epochs; a step of the 5-cell
     # supernet took 21 s on one core: 10,000 images x 8 epochs would have taken 3.6 hours),
@@ -61,6 +58,9 @@ JOBS = {
         "'dil_conv_3x3')\"", "--config.num_epochs=4", "--config.data_limit=4000",
         "--config.eval_limit=2000", "--workdir", "{workdir}", "&&", sys.executable, "-m",
         "train.nas", "--workdir", "{workdir}", "--cells", "5", "--channels", "16"])]),
+    "fs8-s0": ((), _train("fs8")),
+    "wks4-s0": ((), _train("wks4")),
+    "dfs4-s0": ((), _train("dfs4")),
     "nas-eval": (("nas-search",), [sys.executable, "-m", "train.main", "--config",
                                     f"{TABLE}:darts,{{root}}/nas-search/genotype.json"]),
     "dense-s0": ((), _train("dense")),
@@ -109,10 +109,26 @@ def record(root: str, name: str) -> None:
     write_json(_record_path(name), rec)
 
 
+def _restore_search(root: str) -> None:
+    """A recorded search is all its network needs (the genotype): put it back under root."""
+    rec = recorded("nas-search")
+    d = os.path.join(root, "nas-search")
+    if rec and not jobs.done(root, "nas-search"):
+        from train.results import write_json
+
+        os.makedirs(d, exist_ok=True)
+        write_json(os.path.join(d, "genotype.json"), rec["genotype"])
+        write_json(os.path.join(d, "DONE.json"), dict(command=rec["command"],
+                                                      revision="(restored from its record)"))
+
+
 def pending(root: str) -> list[str]:
     """The jobs still to run: those neither recorded nor done under ``root``, and the inputs
-    they need that ``root`` lacks (a recorded input is run again for its checkpoint)."""
+    they need that ``root`` lacks (a recorded input is run again for its checkpoint; a
+    recorded search is restored from its record instead)."""
     need = [n for n in JOBS if not recorded(n) and not jobs.done(root, n)]
+    if "nas-eval" in need:
+        _restore_search(root)
     i = 0
     while i < len(need):
         need += [d for d in JOBS[need[i]][0] if d not in need and not jobs.done(root, d)]

@@ -48,6 +48,18 @@ def test_pending_skips_recorded_jobs_but_reruns_a_missing_input(records, tmp_pat
     assert t.pending(root) == ["thinet50", "fs8-s0"]
 
 
+def test_a_recorded_search_is_restored_for_its_network(records, tmp_path):
+    root = str(tmp_path / "runs")
+    for n in t.JOBS:
+        if n != "nas-eval":
+            _put(records, n, _row(n, 0.5))
+    _put(records, "nas-search", dict(name="nas-search", command="search cmd",
+                                     genotype=dict(genotype={"normal": []})))
+    assert t.pending(root) == ["nas-eval"]  # not the search again
+    with open(os.path.join(root, "nas-search", "genotype.json")) as f:
+        assert json.load(f) == dict(genotype={"normal": []})
+
+
 def test_record_and_report_from_records_and_runs(records, tmp_path, capsys):
     root = tmp_path / "runs"
     _put(records, "dense-s0", _row("dense-s0", 0.80, note="kept", curve=[
