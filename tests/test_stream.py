@@ -341,3 +341,29 @@ def test_nas_search_refuses_a_stream(imagenet_like, tmp_path):
     c.nas.search = True
     with pytest.raises(ValueError, match="config.nas.search needs an in-memory data set"):
         trainer.run(c, str(tmp_path / "w"))
+
+
+def test_sample_images_for_pruning(imagenet_like):
+    d = stream.image_folder(imagenet_like, size=16)
+    x, y = stream.sample_images(d, 4, seed=1)
+    assert x.shape == (12, 16, 16, 3) and list(np.bincount(y)) == [4, 4, 4]
+    x2, _ = stream.sample_images(d, 4, seed=1)
+    np.testing.assert_array_equal(x, x2)  # the evaluation crop: no randomness
+
+
+def test_thinet_prunes_a_streamed_model(imagenet_like, tmp_path):
+    """train.prune on a streamed folder: activations from centre crops of training images."""
+    import ml_collections
+
+    from train.prune import prune
+
+    c = _config(imagenet_like)
+    c.model, c.model_kw.widths, c.conv.kind = "vgg16", (4,) * 13, "dense"
+    c.stream.image_size, c.num_epochs = 32, 1
+    c.prune = ml_collections.ConfigDict(dict(
+        source="", ratio=0.5, criterion="thinet", layers=("conv1_1",), samples_per_class=2,
+        samples_per_image=10, finetune_epochs=1, finetune_lr=0.01, final_epochs=1,
+        final_lr=0.01))
+    rows = prune(c, str(tmp_path / "p"))
+    assert [r["stage"] for r in rows] == ["dense", "conv1_1", "final"]
+    assert rows[-1]["params"] < rows[0]["params"]

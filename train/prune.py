@@ -86,10 +86,16 @@ def prune(c, workdir: str) -> list[dict]:
     model, meta = restore(src, "best")
     rows = [dict(stage="dense", **_summary(model, meta, src))]
     ds = load_data(c)
-    rng = np.random.default_rng(c.seed)
-    pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
-        :p.samples_per_class] for k in range(ds.num_classes)])
-    images = normalize(jnp.asarray(ds.train_images[np.sort(pick)]), ds.mean, ds.std)
+    if getattr(ds, "streaming", False):  # read from disk, centre crops
+        from fsjax.data.stream import sample_images
+
+        images = normalize(jnp.asarray(sample_images(ds, p.samples_per_class, c.seed)[0]),
+                           ds.mean, ds.std)
+    else:
+        rng = np.random.default_rng(c.seed)
+        pick = np.concatenate([rng.permutation(np.flatnonzero(ds.train_labels == k))[
+            :p.samples_per_class] for k in range(ds.num_classes)])
+        images = normalize(jnp.asarray(ds.train_images[np.sort(pick)]), ds.mean, ds.std)
     head, plan = _plan(p, meta)
     if head:
         stage = os.path.join(workdir, f"head-{head}")

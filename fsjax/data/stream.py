@@ -462,6 +462,23 @@ class StreamData:
                                   False, w), s.steps)
 
 
+def sample_images(data: StreamData, per_class: int, seed: int = 0):
+    """``(images uint8 (N, size, size, C), labels (N,))``: ``per_class`` random training
+    images of each class (a source without a label index: ``per_class x num_classes`` random
+    images), read with the evaluation crop - e.g. the activations ThiNet prunes on."""
+    rng = np.random.default_rng(seed)
+    labels = getattr(data.train, "labels", None)
+    if labels is not None:
+        pick = np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_class]
+                               for k in range(data.num_classes)])
+    else:
+        pick = rng.permutation(data.train_size)[:per_class * data.num_classes]
+    items = [eval_transform(data.train[int(i)], data.size, data.channels, data.crop_fraction)
+             for i in np.sort(pick)]
+    return (np.stack([r["image"] for r in items]),
+            np.asarray([r["label"] for r in items], np.int32))
+
+
 def _take(loader, steps: int):
     """The first ``steps`` batches of ``loader``; the rest (the round-up to whole rounds of
     workers) is read and dropped, so no prefetched batch is left in shared memory."""
