@@ -63,13 +63,17 @@ def pil_loop(data, n: int, seed: int = 0) -> float:
     return n / (time.perf_counter() - t)
 
 
-def streamed(data, batches: int, batch: int, workers: int) -> float:
-    """Images/s through ``train_batches`` with ``workers`` grain workers (start-up included:
-    the worker processes are started for each pass, as for each run)."""
+def streamed(data, batches: int, batch: int, workers: int) -> tuple[float, float]:
+    """``(images/s after the first batch, seconds to the first batch)`` through
+    ``train_batches`` with ``workers`` grain workers: the steady rate, and the start-up (the
+    worker processes are started, once per run and once per evaluation)."""
     t = time.perf_counter()
-    for _ in data.train_batches(0, batch, 1, workers=workers):
+    it = data.train_batches(0, batch, 1, workers=workers)
+    next(it)
+    t1 = time.perf_counter()
+    for _ in it:
         pass
-    return batches * batch / (time.perf_counter() - t)
+    return (batches - 1) * batch / (time.perf_counter() - t1), t1 - t
 
 
 def _rss_tree(pid: int) -> int:
@@ -141,7 +145,7 @@ def trainer_wait(root: str, workers: int, epochs: int = 3, image_size: int = 32)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=640, help="JPEGs per throughput pass")
+    ap.add_argument("--images", type=int, default=1280, help="JPEGs per throughput pass")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--memory", default="2000,20000", help="folder sizes for the memory rows")
@@ -159,17 +163,22 @@ def main(argv=None) -> int:
     data = stream.image_folder(root, size=224)
     workers = [int(w) for w in a.workers.split(",")]
     runs: dict[str, list[float]] = {}
+    starts: dict[str, list[float]] = {}
     for _ in range(a.repeats):  # interleaved passes
         runs.setdefault("PIL loop, 1 process", []).append(pil_loop(data, n))
         for w in workers:
-            runs.setdefault(f"stream, {w} workers", []).append(
-                streamed(data, n // batch, batch, w))
+            ips, first = streamed(data, n // batch, batch, w)
+            runs.setdefault(f"stream, {w} workers", []).append(ips)
+            starts.setdefault(f"stream, {w} workers", []).append(first)
     base = statistics.median(runs["PIL loop, 1 process"])
     rows = [dict(what=k, images_per_s=statistics.median(v), spread=f"{min(v):.0f}-{max(v):.0f}",
-                 vs_pil=statistics.median(v) / base) for k, v in runs.items()]
-    print(f"decode + random-resized crop 224 + flip, {n} JPEGs "
+                 vs_pil=statistics.median(v) / base,
+                 first_batch_s=statistics.median(starts[k]) if k in starts else 0.0)
+            for k, v in runs.items()]
+    print(f"decode + random-resized crop 224 + flip, {n} JPEGs (stream: images/s after the "
+          f"first batch; first_batch_s: worker start-up) "
           f"(~500x375), batch {batch}, {os.cpu_count()} CPUs")
-    print_table(rows, ["what", "images_per_s", "spread", "vs_pil"])
+    print_table(rows, ["what", "images_per_s", "spread", "vs_pil", "first_batch_s"])
     mem = []
     for size in [int(s) for s in a.memory.split(",") if s]:
         r = make_folder(os.path.join(_cache(), f"bench-jpeg-small-{size}"), size, (64, 48))
