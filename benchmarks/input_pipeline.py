@@ -17,6 +17,7 @@ epoch the device loop waited for input.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import threading
@@ -134,8 +135,6 @@ def trainer_wait(root: str, workers: int, epochs: int = 3, image_size: int = 32)
     c.quiet, c.tensorboard = True, False
     with tempfile.TemporaryDirectory() as wd:
         trainer.run(c, os.path.join(wd, "run"))
-        import json
-
         with open(os.path.join(wd, "run", "metrics.jsonl")) as f:
             recs = [json.loads(x) for x in f]
     return [dict(workers=workers, epoch=r["epoch"], images_per_s=r["images_per_s"],

@@ -262,17 +262,15 @@ class Runner:
 
 class Feed:
     """Training batches read from disk for the whole run: ``next()`` is this process's next
-    batch ``dict(image, label, skipped)``; ``position`` counts the batches taken (the data
-    state saved with a checkpoint: the iterator is a pure function of the start step) and
-    ``skipped`` the corrupt files replaced so far."""
+    batch ``dict(image, label, skipped)``; ``skipped`` counts the corrupt files replaced so
+    far. (Its state is the training step it started from: the batches are a pure function
+    of it, :mod:`fsjax.data.stream`.)"""
 
-    def __init__(self, batches, start_step: int):
+    def __init__(self, batches):
         self._it = iter(batches)
-        self.position = start_step
         self.skipped = 0
 
     def next(self) -> dict:
         b = next(self._it)
-        self.position += 1
         self.skipped += int(np.sum(b.get("skipped", 0)))
         return b

@@ -158,10 +158,11 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
     start_epoch, first_step, acc0 = 0, 0, None
     saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest)) \
         if latest is not None else None
-    partial = ckpts.partial = _partial(c, workdir, ckpts, saved)
+    partial, mid = _partial(c, workdir, saved)
+    ckpts.partial = partial  # closed with ckpts by run()
     src, src_step = ckpts, latest
-    if partial is not None and partial.mid is not None:  # resume inside an epoch
-        src, src_step = partial, partial.mid
+    if mid is not None:  # resume inside an epoch
+        src, src_step = partial, mid
         saved = _checked(partial, src_step, lambda: partial.restore_meta(src_step))
     if saved is not None:
         if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
@@ -198,7 +199,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         c.num_epochs, start_epoch + stop_after_epochs)
     if getattr(ds, "streaming", False):  # read from disk: the data state is the step
         start = int(jax.device_get(ts["step"]))
-        train_data = Feed(ds.train_batches(c.seed, c.batch_size, end_epoch, start), start)
+        train_data = Feed(ds.train_batches(c.seed, c.batch_size, end_epoch, start))
         eval_data = lambda: ds.eval_batches(c.eval_batch_size)
     else:
         train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
@@ -241,7 +242,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
             # the previous epoch's save is awaited once this epoch's first chunk is running:
             # a failed save stops the run before any of this epoch is logged or saved
             def on_save(done, ts, acc=acc, epoch=epoch, model=model, meta=meta):
-                _save_partial(partial, ts, meta, c, model, epoch, done, acc, ckpts)
+                _save_partial(partial, ts, meta, c, model, epoch, done, acc, ckpts, ds)
 
             ts, finished = runner.train_epoch(
                 ts, train_data, n_train, c.seed, epoch, c.steps_per_call, on_chunk, ckpts.wait,
@@ -291,24 +292,24 @@ def _sizes(ds, train_labels=None) -> tuple[int, int]:
     return len(ds.train_labels if train_labels is None else train_labels), len(ds.test_labels)
 
 
-def _partial(c, workdir, ckpts, saved):
-    """Mid-epoch checkpoints (``workdir/checkpoints-partial``, the last one kept) when
-    ``config.checkpoint_every_steps`` is set or some exist; ``.mid`` is the step to resume
-    from when the newest is later than the epoch checkpoint being resumed (else None)."""
+def _partial(c, workdir, saved):
+    """``(mid-epoch checkpoints, step to resume from)``: the checkpoints of
+    ``workdir/checkpoints-partial`` (the last one kept; None unless
+    ``config.checkpoint_every_steps`` is set or some exist), and their newest step when it is
+    later than the epoch checkpoint being resumed (else None)."""
     path = os.path.join(workdir, "checkpoints-partial")
     if not c.checkpoint_every_steps and not os.path.isdir(path):
-        return None
+        return None, None
     partial = Checkpoints(workdir, 1, False, "checkpoints-partial")
-    partial.mid = None
     last = partial.latest_step()
     if last is not None and not c.resume_step:
         m = _checked(partial, last, lambda: partial.restore_meta(last))
         if m["epoch"] >= (saved["epoch"] if saved else 0):
-            partial.mid = last
-    return partial
+            return partial, last
+    return partial, None
 
 
-def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts):
+def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts, ds):
     """A checkpoint inside epoch ``epoch`` (0-based) after ``done`` of its steps, with the
     epoch's metric sums so far; the data position is the step (fsjax.data.stream)."""
     host = _host_state(jax.device_get(ts))
@@ -318,9 +319,8 @@ def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict,
             f"non-finite values at step {done} of epoch {epoch + 1} in {health.describe(bad)}",
             ckpts))
     partial.wait()
-    m = dict(meta, epoch=epoch, step_in_epoch=done, acc={k: float(v) for k, v in acc.items()},
-             data_step=int(host["step"]), layers=export.describe(model),
-             config=json.loads(c.to_json_best_effort()))
+    m = _checkpoint_meta(meta, c, model, host["params"], ds, epoch=epoch, step_in_epoch=done,
+                         acc={k: float(v) for k, v in acc.items()}, data_step=int(host["step"]))
     partial.save(int(host["step"]), host, m)
 
 
@@ -482,18 +482,25 @@ def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
                   eval_finish=finish)
 
 
-def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
+def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
+    """A checkpoint's JSON item: the model's layers with ``params`` loaded (DFS locations
+    included), the config, the input, and ``extra``."""
     from fsjax.export import load_state
 
-    load_state(model, jax.device_get(ts["params"]), None)
-    m = dict(meta, epoch=epoch, metrics=dict(accuracy=rec["test_accuracy"],
-                                             loss=rec["test_loss"]),
-             layers=export.describe(model), config=json.loads(c.to_json_best_effort()),
-             in_channels=ds.image_shape[-1], input_shape=list(ds.image_shape),
-             mean=list(ds.mean), std=list(ds.std))
+    load_state(model, params, None)
+    m = dict(meta, **extra, layers=export.describe(model),
+             config=json.loads(c.to_json_best_effort()), in_channels=ds.image_shape[-1],
+             input_shape=list(ds.image_shape), mean=list(ds.mean), std=list(ds.std))
     if c.quant.bits:
         m["quant"] = c.quant.to_dict()
-    ckpts.save(epoch, _host_state(jax.device_get(ts)), m, dict(accuracy=rec["test_accuracy"]))
+    return m
+
+
+def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
+    host = _host_state(jax.device_get(ts))
+    m = _checkpoint_meta(meta, c, model, host["params"], ds, epoch=epoch, metrics=dict(
+        accuracy=rec["test_accuracy"], loss=rec["test_loss"]))
+    ckpts.save(epoch, host, m, dict(accuracy=rec["test_accuracy"]))
 
 
 def _conv_label(c) -> str:
@@ -529,15 +536,16 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
     load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     _, totals = report.report(model, ds.image_shape)
     best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
+    n_train, n_test = _sizes(ds)
     timed = bar.epochs_timed[1:] or bar.epochs_timed  # the first epoch includes compilation
     if timed:
-        ips = (_sizes(ds)[0] // c.batch_size) * c.batch_size / statistics.median(timed)
+        ips = (n_train // c.batch_size) * c.batch_size / statistics.median(timed)
     else:  # nothing trained in this process (a finished run re-run): the recorded epochs
         logged = [r["images_per_s"] for r in records[1:] or records if "images_per_s" in r]
         ips = statistics.median(logged) if logged else float("nan")
     r = dict(model=meta["arch"], config=config_name or "(config object)",
              config_model=c.model, conv=_conv_label(c), dataset=c.dataset,
-             train_examples=_sizes(ds)[0], test_examples=_sizes(ds)[1],
+             train_examples=n_train, test_examples=n_test,
              subset=ds.subset,
              accuracy=records[-1]["test_accuracy"] if records else float("nan"),
              best_accuracy=best.get("test_accuracy", float("nan")),

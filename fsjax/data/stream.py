@@ -8,8 +8,9 @@ Sources (random access, nothing read before it is needed):
 - :func:`tfds_source`: a TFDS data set prepared as ArrayRecord, read through
   ``tfds.data_source`` (no TensorFlow needed to read).
 
-Transforms (in grain's worker processes): decode, then :class:`RandomResizedCrop` + flip for
-training or :class:`ResizeCenterCrop` for evaluation, to ``size x size`` uint8. Normalisation
+Transforms (in grain's worker processes): decode, then :func:`train_transform` (random-resized
+crop + flip, :class:`TrainCrop`) or :func:`eval_transform` (resize + centre crop,
+:class:`EvalCrop`), to ``size x size`` uint8. Normalisation
 (mean/std) happens on the device, in the train and eval steps, so the host moves uint8.
 
 Order and randomness are pure functions of ``(seed, epoch, position)`` (:class:`EpochSampler`):
@@ -21,9 +22,9 @@ a position therefore gives bit-identical batches; the loader's state is that pos
 
 Example::
 
-    data = StreamData.image_folder("/data/imagenet", size=224)
-    it = data.train_batches(seed=0, global_batch=256, start_step=0, workers=8)
-    images, labels = next(it)        # (256, 224, 224, 3) uint8, (256,) int32
+    data = image_folder("/data/imagenet", size=224, workers=8)
+    it = data.train_batches(seed=0, global_batch=256, epochs=90, start_step=0)
+    b = next(it)      # b["image"] (256, 224, 224, 3) uint8, b["label"] (256,) int32
 """
 
 from __future__ import annotations
@@ -123,8 +124,7 @@ class ImageFolder:
                     raise
                 log.warning("skipped: %s", e)
                 continue
-            return {"image": im, "label": int(self.labels[i]) if not tries else
-                    int(self.labels[j]), "skipped": int(tries > 0)}
+            return {"image": im, "label": int(self.labels[j]), "skipped": int(tries > 0)}
         raise ValueError(f"no image in {self.root} decodes")
 
     def __repr__(self) -> str:
