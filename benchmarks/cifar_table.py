@@ -87,7 +87,6 @@ def recorded(name: str) -> dict | None:
 
 def record(root: str, name: str) -> None:
     """Keep the finished job ``root/name``'s table row and test curve in ``RECORDS``."""
-    from train.progress import MetricsLog
     from train.results import write_json
 
     d = os.path.join(root, name)
@@ -100,11 +99,9 @@ def record(root: str, name: str) -> None:
                    revision=done["revision"])
     else:
         rec = _row(root, name)
-    metrics = os.path.join(d, "metrics.jsonl")
-    if os.path.exists(metrics):
-        rec["curve"] = [dict(epoch=r["epoch"], train_loss=r["train_loss"],
-                             test_accuracy=r["test_accuracy"]) for r in MetricsLog.read(metrics)
-                        if "test_accuracy" in r]
+    curve = _run_curve(d)
+    if curve:
+        rec["curve"] = curve
     os.makedirs(RECORDS, exist_ok=True)
     write_json(_record_path(name), rec)
 
@@ -307,15 +304,20 @@ def curves(root: str, out: str) -> str | None:
     return out
 
 
-def _curve(root: str, name: str) -> list[dict] | None:
-    """The job's per-epoch training loss and test accuracy, from ``root`` or ``RECORDS``."""
+def _run_curve(workdir: str) -> list[dict] | None:
+    """Per-epoch ``epoch``, ``train_loss``, ``test_accuracy`` of a run's metrics.jsonl."""
     from train.progress import MetricsLog
 
-    path = os.path.join(root, name, "metrics.jsonl")
-    if os.path.exists(path):
-        recs = [r for r in MetricsLog.read(path) if "test_accuracy" in r]
-    else:
-        recs = (recorded(name) or {}).get("curve")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    return [dict(epoch=r["epoch"], train_loss=r["train_loss"], test_accuracy=r["test_accuracy"])
+            for r in MetricsLog.read(path) if "test_accuracy" in r]
+
+
+def _curve(root: str, name: str) -> list[dict] | None:
+    """The job's per-epoch training loss and test accuracy, from ``root`` or ``RECORDS``."""
+    recs = _run_curve(os.path.join(root, name)) or (recorded(name) or {}).get("curve")
     return [dict(r, seed=int(name[-1])) for r in recs] if recs else None
 
 
