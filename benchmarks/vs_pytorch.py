@@ -3,6 +3,7 @@
     pip install -e .[bench]            # PyTorch, CPU build (see docs/performance.md)
     python -m benchmarks.vs_pytorch [--rounds 15] [--steps 3] [--batch 128]
         [--models resnet20,resnet56] [--kinds dense,fs4,wks4] [--threads 2] [--json-dir DIR]
+        [--skip-convs] [--ablate-cpu-forms]
 
 Rows: the whole CIFAR ResNet training step (normalise -> forward -> cross-entropy -> backward
 -> SGD momentum 0.9 + weight decay 5e-4, float32, batch 128, BN in training mode) for dense,
@@ -11,9 +12,11 @@ fsjax runs the trainer's own jitted step (``train.model_fn.make_train_step``, au
 off, input uint8 NHWC); PyTorch runs a model written here with the same architecture and
 math (BasicBlock, 'B' shortcuts, FS filters gathered from one summary, WKSC as a weighted
 channel-group sum then a conv), input uint8 NCHW. Each round times ``--steps`` calls of every
-variant in turn; the table gives the median over rounds and the spread (25th-75th
-percentile), compilation and warm-up excluded. Both frameworks get ``--threads`` threads
-(XLA:CPU uses every core it sees; run under ``taskset`` to pin both).
+variant in turn; ``--ablate-cpu-forms`` adds, to each step's rounds, the same step compiled
+without each of fsjax's CPU-only program forms (``fsjax.ops.CPU_FORMS``). The table gives
+the median over rounds and the spread (25th-75th percentile), compilation and warm-up
+excluded. Both frameworks get ``--threads`` threads (XLA:CPU uses every core it sees; run
+under ``taskset`` to pin both).
 """
 
 from __future__ import annotations
@@ -134,7 +137,9 @@ def torch_step(model_name, kind, batch):
 
 # --- fsjax side --------------------------------------------------------------------------------
 
-def fsjax_step(model_name, kind, batch):
+def fsjax_step(model_name, kind, batch, forms=None):
+    """The trainer's step for ``model_name`` / ``kind`` as a no-argument callable; ``forms``:
+    compile it with only these CPU-only forms (``fsjax.ops.cpu_forms``), default all."""
     from configs.variants import apply_variant
     from train import configlib
     from train.loop import make_mesh
@@ -158,6 +163,9 @@ def fsjax_step(model_name, kind, batch):
     x, y = (jax.device_put(v, jax.sharding.NamedSharding(mesh, P("data"))) for v in (x, y))
     state["ts"] = jax.device_put(state["ts"], jax.sharding.NamedSharding(mesh, P()))
     key = jax.random.key(1)
+    if forms is not None:
+        with ops.cpu_forms(*forms):
+            f = f.lower(state["ts"], x, y, key).compile()
 
     def step():
         state["ts"], met = f(state["ts"], x, y, key)
@@ -224,6 +232,8 @@ def main(argv=None):
     ap.add_argument("--kinds", default="dense,fs4,wks4")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-convs", action="store_true")
+    ap.add_argument("--ablate-cpu-forms", action="store_true",
+                    help="also time each step compiled without one of fsjax.ops.CPU_FORMS")
     ap.add_argument("--json-dir")
     a = ap.parse_args(argv)
     if torch is None:
@@ -255,9 +265,17 @@ def main(argv=None):
                 interleaved({"fsjax": fj, "torch": ft}, a.rounds, a.steps))
     for model in a.models.split(","):
         for kind in a.kinds.split(","):
-            res = interleaved({"fsjax": fsjax_step(model, kind, a.batch),
-                               "torch": torch_step(model, kind, a.batch)}, a.rounds, a.steps)
+            fns = {"fsjax": fsjax_step(model, kind, a.batch),
+                   "torch": torch_step(model, kind, a.batch)}
+            if a.ablate_cpu_forms:  # the step compiled without each CPU-only form in turn
+                for name in ops.CPU_FORMS:
+                    fns[name] = fsjax_step(model, kind, a.batch,
+                                           [f for f in ops.CPU_FORMS if f != name])
+            res = interleaved(fns, a.rounds, a.steps)
             add(f"{model} {kind} train step b{a.batch}", res, a.batch)
+            for name in ops.CPU_FORMS if a.ablate_cpu_forms else ():
+                add(f"{model} {kind} train step b{a.batch}, without {name}",
+                    dict(fsjax=res[name], torch=res["torch"]), a.batch)
     print()
     print_table(rows, list(rows[0]))
     write_json(a.json_dir, "vs_pytorch", rows, threads=a.threads, torch=torch.__version__,

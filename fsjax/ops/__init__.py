@@ -20,9 +20,9 @@ from fsjax.ops.conv import (
     conv,
     conv3d_as_2d,
     conv_output_shape,
-    inference_trace,
     kernel_size_tuple,
 )
+from fsjax.ops.cpu import CPU_FORMS, cpu_forms, inference_trace
 from fsjax.ops.fs import (
     check_kernel_shape,
     dfs_init_raw,
@@ -44,6 +44,7 @@ from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
+from fsjax.ops.pool import avg_pool, max_pool
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -67,6 +68,8 @@ from fsjax.ops.thinet import (
 
 __all__ = [
     "batch_norm",
+    "max_pool",
+    "avg_pool",
     "batch_stats",
     "contributions",
     "greedy_removal",
@@ -90,6 +93,8 @@ __all__ = [
     "conv",
     "conv_output_shape",
     "inference_trace",
+    "cpu_forms",
+    "CPU_FORMS",
     "conv3d_as_2d",
     "kernel_size_tuple",
     "filter_size",

@@ -10,21 +10,22 @@ Given the same kernel, fsjax layers therefore compute bit for bit what Flax's la
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fsjax.ops.cpu import conv3d_as_2d_on, cpu_form, materialize_on_cpu
+from fsjax.ops.depthwise import depthwise_slices, is_depthwise
+
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 
 LAX_PADDINGS = ("SAME", "VALID", "SAME_LOWER")  # lax accepts these in any letter case
 PAD_MODES = ("CIRCULAR", "REFLECT", "CAUSAL")  # Flax's own modes (upper case, as Flax compares)
 
-__all__ = ["conv", "materialize_on_cpu", "inference_trace", "conv3d_as_2d", "kernel_size_tuple",
-           "broadcast_dims", "canonical_padding", "conv_output_shape", "LAX_PADDINGS", "PAD_MODES"]
+__all__ = ["conv", "conv3d_as_2d", "kernel_size_tuple", "broadcast_dims", "canonical_padding",
+           "conv_output_shape", "LAX_PADDINGS", "PAD_MODES"]
 
 
 def kernel_size_tuple(kernel_size, where: str = "kernel_size") -> tuple[int, ...]:
@@ -82,44 +83,6 @@ def canonical_padding(padding: PaddingLike, rank: int) -> str | list[tuple[int, 
     return pads  # type: ignore[return-value]
 
 
-def _materialize(x: jax.Array) -> jax.Array:
-    """``x`` unchanged, passed through an identity ``lax.cond`` on a runtime predicate so that
-    XLA must write it to memory once instead of fusing the elementwise ops that produced it
-    into each consumer.
-
-    Why (XLA:CPU only; docs/performance.md, "Recomputed activations"): the weight gradient of a
-    conv reads its input transposed to ``(cin, *spatial, batch)``, and XLA:CPU fuses the whole
-    chain of BatchNorm/ReLU/residual-add ops behind that input into the transposing loop,
-    recomputing it with cache-hostile strides - up to 95 ms per transpose, about a third of a
-    CIFAR ResNet-20 training step in all. ``lax.optimization_barrier`` does not help: XLA:CPU removes
-    barriers before fusion. Values are unchanged: the second branch (taken when ``x[0]`` is
-    NaN) multiplies by one, which is exact; JAX drops a cond whose branches are identical.
-    """
-    if x.size == 0:
-        return x
-    v = x.reshape(-1)[0]
-    return lax.cond(v == v, lambda t: t, lambda t: t * jnp.ones((), t.dtype), x)
-
-
-_CPU_BARRIER = contextvars.ContextVar("fsjax_cpu_barrier", default=True)
-_CONV3D_AS_2D = contextvars.ContextVar("fsjax_conv3d_as_2d", default=False)
-
-
-@contextlib.contextmanager
-def inference_trace(conv3d_as_2d: bool = False):
-    """Trace inside this context for an inference-only program (deployment exports): convs
-    then skip :func:`materialize_on_cpu`, which only helps a backward pass and which ONNX
-    converters cannot read (``platform_dependent``). ``conv3d_as_2d``: 3-D convs are traced
-    as :func:`conv3d_as_2d` (for converters whose conv handles 1-D and 2-D only). Values are
-    the same up to float rounding."""
-    tokens = _CPU_BARRIER.set(False), _CONV3D_AS_2D.set(conv3d_as_2d)
-    try:
-        yield
-    finally:
-        _CPU_BARRIER.reset(tokens[0])
-        _CONV3D_AS_2D.reset(tokens[1])
-
-
 def conv3d_as_2d(x, kernel, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                  feature_group_count=1, precision=None, **kw):
     """A 3-D channels-last conv as a sum over the kernel's depth taps of 2-D convs, the
@@ -146,14 +109,6 @@ def conv3d_as_2d(x, kernel, strides, padding, lhs_dilation, rhs_dilation, dimens
             precision=precision, **kw)
         y = yt if y is None else y + yt
     return y.reshape((-1, out_d) + y.shape[1:])
-
-
-def materialize_on_cpu(x: jax.Array) -> jax.Array:
-    """:func:`_materialize` when lowered for the CPU, the identity elsewhere (the GPU and TPU
-    programs are unchanged) and inside :func:`inference_trace`."""
-    if not _CPU_BARRIER.get():
-        return x
-    return lax.platform_dependent(x, cpu=_materialize, default=lambda t: t)
 
 
 def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
@@ -225,12 +180,22 @@ def conv(
     if preferred_element_type is not None:
         kw["preferred_element_type"] = preferred_element_type
     fn = conv_general_dilated or lax.conv_general_dilated
-    if rank == 3 and fn is lax.conv_general_dilated and _CONV3D_AS_2D.get():
+    if rank == 3 and fn is lax.conv_general_dilated and conv3d_as_2d_on():
         fn = conv3d_as_2d
     x = materialize_on_cpu(x)
-    y = fn(x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
-           dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,
-           precision=precision, **kw)
+    y = lambda x, kernel: fn(
+        x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
+        dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,
+        precision=precision, **kw)
+    if (fn is lax.conv_general_dilated and not kw and x.dtype == kernel.dtype == jnp.float32
+            and is_depthwise(x.shape, kernel.shape, feature_group_count, input_dilation)):
+        pads = pad if not isinstance(pad, str) else lax.padtype_to_pads(
+            x.shape[1:3], [(k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation, strict=True)],
+            strides, pad)
+        y = cpu_form("depthwise_slices", lambda x, k: depthwise_slices(
+            x, k, tuple(strides), tuple(kernel_dilation), tuple(map(tuple, pads))), y, x, kernel)
+    else:
+        y = y(x, kernel)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
     if n_batch != 1:
