@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import (
+    cpu_forms,
     deploy_latency,
     inference_latency,
     input_pipeline,
@@ -18,7 +19,7 @@ from benchmarks import (
 BENCHMARKS = (("layers", layers), ("train_throughput", train_throughput),
               ("inference_latency", inference_latency), ("thinet_select", thinet_select),
               ("thinet_vgg", thinet_vgg), ("deploy_latency", deploy_latency),
-              ("input_pipeline", input_pipeline))
+              ("input_pipeline", input_pipeline), ("cpu_forms", cpu_forms))
 
 
 def main(argv=None):

@@ -189,7 +189,8 @@ def _search_line(root: str) -> str:
         return ""
     cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
     return (f"DARTS search (DFS rho=4 supernet): {g['search_epochs']} epochs, "
-            f"{g['search_device_hours']:.2f} device-hours on {g['search_device']}; "
+            f"{g['search_device_hours']:.2f} device-hours on "
+            f"{g['search_device'] or 'one core of the 2-core CPU'}; "
             f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
 
 

@@ -29,6 +29,10 @@ def _epochs(on_device, unroll, steps_per_call, epochs=2, kind="dfs"):
     c = configlib.base()
     c.model, c.conv.kind = "resnet8", kind
     c.model_kw.widths = (4, 8, 8)
+    # At the default lr 0.1 this tiny net on random labels is chaotic: float32 rounding
+    # differences between two programs grow to 43% of a parameter within 2 epochs (measured,
+    # pinned to one core; 6e-6 after the first epoch). At 0.02 they stay at 6e-6.
+    c.optimizer.lr = 0.02
     model, _ = build_model(c, 10, 3, jnp.float32)
     fn, tx, _, ts = _setup(model, c, N // BATCH)
     r = Runner(make_train_step(fn, tx, c, MEAN, STD, jnp.float32),
@@ -101,9 +105,9 @@ def test_epoch_paths_equal(reference, on_device, unroll, per_call):
     """Bit-identical to one unrolled step per call where the program is the same (streamed
     instead of on-device data); otherwise XLA:CPU fuses and schedules the arithmetic of a
     real loop, or of several steps in one program, differently from one straight-line step,
-    so those agree to float32 rounding (measured, largest absolute difference of any
-    parameter or optimizer state after 2 epochs of 8 steps: 2.7e-5 for the loops, 2.4e-7
-    for 4 unrolled steps per call)."""
+    so those agree to float32 rounding (measured, largest difference of any parameter or
+    optimizer state relative to the leaf's largest value, after 2 epochs of 8 steps: 6.3e-6
+    for the loops, 8.6e-7 for 4 unrolled steps per call)."""
     exact = unroll and per_call == 1
     ts, seen, ev = _epochs(on_device, unroll, per_call)
     ref_ts, ref_seen, ref_ev = reference

@@ -4,6 +4,7 @@ end to end on the CPU."""
 import json
 import os
 
+import jax
 import numpy as np
 
 from fsjax.models.darts import EDGES, PRIMITIVES, derive_genotype
@@ -65,6 +66,7 @@ def test_tiny_search_derive_and_evaluate(tmp_path):
     assert np.isfinite(r["accuracy"])
     out = derive(wd, eval_cells=3, eval_channels=4)
     assert len(out["genotype"]["normal"]) == 8 and out["search_device_hours"] > 0
+    assert out["search_device"].endswith(jax.devices()[0].device_kind)  # e.g. "1x cpu"
     assert out["dfs_locations"]  # the supernet's learned DFS locations are recorded
     assert os.path.exists(os.path.join(wd, "cells.png"))
     with open(os.path.join(wd, "genotype.json")) as f:

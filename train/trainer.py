@@ -490,7 +490,8 @@ def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
     load_state(model, params, None)
     m = dict(meta, **extra, layers=export.describe(model),
              config=json.loads(c.to_json_best_effort()), in_channels=ds.image_shape[-1],
-             input_shape=list(ds.image_shape), mean=list(ds.mean), std=list(ds.std))
+             input_shape=list(ds.image_shape), mean=list(ds.mean), std=list(ds.std),
+             device=f"{jax.device_count()}x {jax.devices()[0].device_kind}")
     if c.quant.bits:
         m["quant"] = c.quant.to_dict()
     return m

@@ -21,9 +21,28 @@ from fsjax.ops.cpu import cpu_form
 __all__ = ["batch_stats", "batch_norm", "fold_batch_norm"]
 
 
+def _split(m: int) -> int:
+    """The largest power of two that divides ``m`` and is at most ``sqrt(m)``."""
+    k = 1
+    while m % (2 * k) == 0 and (2 * k) ** 2 <= m:
+        k *= 2
+    return k
+
+
 def _dot_sum(x2: jax.Array) -> jax.Array:
-    """``(M, C) -> (C,)``: column sums as a vector-matrix product."""
-    return jnp.dot(jnp.ones((x2.shape[0],), x2.dtype), x2, precision=lax.Precision.HIGHEST)
+    """``(M, C) -> (C,)``: column sums as vector-matrix products, in two levels.
+
+    XLA:CPU's dot accumulates a column in order, so one product over M rows would carry a
+    rounding error of order ``M * eps`` (4.6e-6 relative at M = 65,536 in float32, against
+    6e-8 for XLA's reduction). Summing ``k`` blocks of ``M / k`` rows first (``k`` up to
+    ``sqrt(M)``, a power of two dividing M) brings it to order ``(k + M / k) * eps``."""
+    m, c = x2.shape
+    k = _split(m)
+    dot = lambda a, b: jnp.dot(a, b, precision=lax.Precision.HIGHEST)
+    if k < 8:
+        return dot(jnp.ones((m,), x2.dtype), x2)
+    part = dot(jnp.ones((k,), x2.dtype), x2.reshape(k, (m // k) * c))  # (M/k * C,)
+    return dot(jnp.ones((m // k,), x2.dtype), part.reshape(m // k, c))
 
 
 @jax.custom_vjp
