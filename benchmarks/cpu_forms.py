@@ -6,10 +6,9 @@ in one process, interleaved, median of ``--rounds``.
         [--batch 128] [--skip-ops] [--small] [--json-dir DIR]
 
 Op rows: forward, and forward + gradient of ``sum(y * w)`` with respect to every input
-(float32): a 3x3 depthwise conv (``depthwise_slices``), a training-mode BatchNorm
-(``bn_dots``), a 3x3 max pool (``pool_slices``). Step rows: the trainer's jitted training step
-(``--batch``, augmentation off) with all forms against none; the DARTS networks are the CPU
-table's derived genotype (``benchmarks/records/cifar_table/nas-search.json``) at 3 cells x 8
+(float32), of a 3x3 depthwise conv (``depthwise_slices``). Step rows: the trainer's jitted
+training step (``--batch``, augmentation off) with all forms against none; the DARTS networks
+are the CPU table's derived genotype (``benchmarks/records/cifar_table/nas-search.json``) at 3 cells x 8
 channels and 5 x 16, FS rho=4.
 """
 
@@ -33,8 +32,8 @@ GENOTYPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "
 
 
 def _compiled(fn, args, forms):
-    with ops.cpu_forms(*forms):  # a new jit object: jit's trace cache ignores the context
-        return jax.jit(fn).lower(*args).compile()
+    with ops.cpu_forms(*forms):  # a new function object: jit caches traces per function,
+        return jax.jit(lambda *a: fn(*a)).lower(*args).compile()  # not per context
 
 
 def _time(fns: dict, args, rounds: int) -> dict:
@@ -59,15 +58,6 @@ def _ops(B: int):
                                             feature_group_count=x.shape[-1])
         out.append((f"depthwise 3x3 {B}x{h}x{h}x{c} stride {s} dilation {d}",
                     "depthwise_slices", f, (a(B, h, h, c), a(3, 3, 1, c))))
-    for h, c in ((32, 16), (16, 32), (8, 64)):
-        def bn(x, scale, bias):
-            mean, var = ops.batch_stats(x)
-            return ops.batch_norm(x, mean, var, scale, bias)
-        out.append((f"BatchNorm (train) {B}x{h}x{h}x{c}", "bn_dots", bn,
-                    (a(B, h, h, c), a(c), a(c))))
-    for h, c, s in ((16, 16, 1), (32, 16, 2)):
-        out.append((f"max pool 3x3 {B}x{h}x{h}x{c} stride {s}", "pool_slices",
-                    lambda x, s=s: ops.max_pool(x, (3, 3), (s, s), "SAME"), (a(B, h, h, c),)))
     return out
 
 

@@ -1,5 +1,4 @@
-"""``fsjax.ops`` BatchNorm math against NumPy, its gradient against finite differences, and
-its CPU form (sums as dot products) against the form other backends lower."""
+"""``fsjax.ops`` BatchNorm math against NumPy and its gradient against finite differences."""
 
 import jax
 import jax.numpy as jnp
@@ -34,13 +33,11 @@ def _inputs(shape=(4, 5, 3, 6)):
             rng.normal(size=shape).astype(np.float32))
 
 
-@pytest.mark.parametrize("forms", [ops.CPU_FORMS, ()])
-def test_batch_norm_matches_numpy(forms):
+def test_batch_norm_matches_numpy():
     x, scale, bias, _ = _inputs()
-    with ops.cpu_forms(*forms):
-        mean, var = jax.jit(ops.batch_stats)(x)
-        y = jax.jit(lambda *a: ops.batch_norm(*a, EPS))(x, mean, var, scale, bias)
-        y0 = jax.jit(lambda *a: ops.batch_norm(*a, epsilon=EPS))(x, mean, var)
+    mean, var = jax.jit(ops.batch_stats)(x)
+    y = jax.jit(lambda *a: ops.batch_norm(*a, EPS))(x, mean, var, scale, bias)
+    y0 = jax.jit(lambda *a: ops.batch_norm(*a, epsilon=EPS))(x, mean, var)
     ref, rmean, rvar = _np_bn(x, scale, bias)
     np.testing.assert_allclose(mean, rmean, rtol=1e-6)
     np.testing.assert_allclose(var, rvar, rtol=1e-5)
@@ -48,11 +45,9 @@ def test_batch_norm_matches_numpy(forms):
     np.testing.assert_allclose(y0, (ref - bias) / scale, atol=2e-5)
 
 
-@pytest.mark.parametrize("forms", [ops.CPU_FORMS, ()])
-def test_batch_norm_gradient_finite_differences(forms):
+def test_batch_norm_gradient_finite_differences():
     x, scale, bias, w = _inputs()
-    with ops.cpu_forms(*forms):
-        grads = jax.jit(jax.grad(_loss, argnums=(0, 1, 2)))(x, scale, bias, w)
+    grads = jax.jit(jax.grad(_loss, argnums=(0, 1, 2)))(x, scale, bias, w)
     rng = np.random.default_rng(1)
     h = 1e-4
     for i, (arg, g) in enumerate(zip((x, scale, bias), grads, strict=True)):
@@ -64,32 +59,6 @@ def test_batch_norm_gradient_finite_differences(forms):
             args[i][idx] -= 2 * h
             down = _loss_np(*args, w)
             np.testing.assert_allclose(g[idx], (up - down) / (2 * h), rtol=2e-3, atol=2e-4)
-
-
-def test_cpu_form_equals_default_form():
-    """Training-mode forward and gradient of both forms agree to float32 rounding, at a
-    ResNet-like size."""
-    x, scale, bias, w = _inputs((16, 8, 8, 32))
-    out = {}
-    for forms in (ops.CPU_FORMS, ()):
-        with ops.cpu_forms(*forms):
-            f = jax.jit(jax.value_and_grad(_loss, argnums=(0, 1, 2)))
-            out[forms] = f(x, scale, bias, w)
-    for a, b in zip(jax.tree.leaves(out[ops.CPU_FORMS]), jax.tree.leaves(out[()]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_dot_sums_only_in_the_cpu_program():
-    """Only the CPU lowering has the dot products; a GPU program and an inference trace keep
-    the plain reductions."""
-    x, scale, bias, w = _inputs()
-    f = jax.jit(jax.grad(_loss, argnums=(0, 1, 2)))
-    for plat, dots in (("cuda", False), ("cpu", True)):
-        text = f.trace(x, scale, bias, w).lower(lowering_platforms=(plat,)).as_text()
-        assert ("stablehlo.dot_general" in text) == dots, plat
-    with ops.inference_trace():
-        text = jax.jit(_loss).trace(x, scale, bias, w).lower().as_text()
-    assert "dot_general" not in text and "platform_index" not in text
 
 
 def test_cpu_forms_rejects_unknown_name():

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fsjax import ops
 from fsjax.models.layers import ConvFactory, batch_norm, classifier
 from fsjax.nn import BatchNorm, Dropout
 
@@ -96,8 +95,8 @@ class Pool(nnx.Module):
     def __call__(self, x):
         s = (self.stride, self.stride)
         if self.kind == "max":
-            return ops.max_pool(x, window_shape=(3, 3), strides=s, padding="SAME")
-        return ops.avg_pool(x, window_shape=(3, 3), strides=s, padding="SAME", count_include_pad=False)
+            return nnx.max_pool(x, window_shape=(3, 3), strides=s, padding="SAME")
+        return nnx.avg_pool(x, window_shape=(3, 3), strides=s, padding="SAME", count_include_pad=False)
 
 
 class Zero(nnx.Module):
@@ -304,7 +303,7 @@ class DartsEval(nnx.Module):
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
             if i == self.aux_at and self.aux is not None and self.training:
-                a = ops.avg_pool(jax.nn.relu(s1), window_shape=(5, 5), strides=(3, 3), padding="VALID")
+                a = nnx.avg_pool(jax.nn.relu(s1), window_shape=(5, 5), strides=(3, 3), padding="VALID")
                 a = jax.nn.relu(self.aux[1](self.aux[0](a)))
                 a = jax.nn.relu(self.aux[3](self.aux[2](a)))
                 aux = self.aux[4](a.mean((1, 2)))

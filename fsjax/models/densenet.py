@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fsjax import ops
 from fsjax.models.layers import ConvFactory, batch_norm, classifier
 
 __all__ = ["DenseNetBC"]
@@ -61,5 +60,5 @@ class DenseNetBC(nnx.Module):
         for layer in self.layers:
             x = layer(x)
             if isinstance(layer, _BNConv):  # transition: conv then 2x2 average pool
-                x = ops.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         return self.fc(jax.nn.relu(self.bn(x)).mean(axis=(1, 2)))

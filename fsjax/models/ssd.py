@@ -157,7 +157,7 @@ class SSD(nnx.Module):
         if self.l2norm is not None:
             a = self.l2norm(a)
         if self.fc6 is not None:
-            b = ops.max_pool(b, window_shape=(3, 3), strides=(1, 1), padding="SAME")
+            b = nnx.max_pool(b, window_shape=(3, 3), strides=(1, 1), padding="SAME")
             b = self.fc7(self.fc6(b))
         out = [a, b]
         for reduce, conv in self.extras:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from fsjax import ops
 from fsjax.models.layers import ConvBN, ConvFactory, classifier
 from fsjax.nn import Dropout
 
@@ -98,7 +97,7 @@ class VGG(nnx.Module):
                 out.append(x)
                 if len(out) == 5:
                     break
-                x = ops.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             else:
                 x = self.layers[i](x)
                 i += 1
@@ -110,7 +109,7 @@ class VGG(nnx.Module):
         i = 0
         for p in self.plan:
             if p == "M":
-                x = ops.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             else:
                 x = self.layers[i](x)
                 i += 1

@@ -44,7 +44,6 @@ from fsjax.ops.init import fan_in_normal
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
-from fsjax.ops.pool import avg_pool, max_pool
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -68,8 +67,6 @@ from fsjax.ops.thinet import (
 
 __all__ = [
     "batch_norm",
-    "max_pool",
-    "avg_pool",
     "batch_stats",
     "contributions",
     "greedy_removal",

@@ -19,11 +19,10 @@ from jax import lax
 __all__ = ["CPU_FORMS", "cpu_form", "cpu_forms", "inference_trace", "materialize_on_cpu",
            "conv3d_as_2d_on"]
 
-# the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once),
-# "bn_dots" (BatchNorm sums as dot products), "pool_slices" (pooling as a max or sum of
-# strided slices), "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided
-# slices); none inside inference_trace
-CPU_FORMS = ("materialize", "bn_dots", "pool_slices", "depthwise_slices")
+# the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once)
+# and "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices); none inside
+# inference_trace
+CPU_FORMS = ("materialize", "depthwise_slices")
 _CPU_FORMS = contextvars.ContextVar("fsjax_cpu_forms", default=frozenset(CPU_FORMS))
 _CONV3D_AS_2D = contextvars.ContextVar("fsjax_conv3d_as_2d", default=False)
 
@@ -46,8 +45,8 @@ def inference_trace(conv3d_as_2d: bool = False):
 @contextlib.contextmanager
 def cpu_forms(*names: str):
     """Trace inside this context with only the named CPU-only forms (of :data:`CPU_FORMS`);
-    for measuring what each one is worth (``benchmarks.vs_pytorch --ablate-cpu-forms``; trace
-    a new ``jax.jit`` object inside it: jit caches traces without the context). Values are the same up
+    for measuring what each one is worth (``benchmarks.cpu_forms``; jit a new function object
+    inside it: jit caches a function's traces without the context). Values are the same up
     to float rounding."""
     bad = set(names) - set(CPU_FORMS)
     if bad:

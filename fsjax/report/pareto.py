@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["pareto_front", "plot"]
 
 
@@ -36,11 +38,14 @@ def plot(runs: list[dict], out: str) -> str:
            for r in runs]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    placed = []  # (log10 bytes, accuracy) of the labels so far
     for (x, y), r in zip(pts, runs, strict=True):
         ax.scatter(x, y, s=25)
+        # a label next to an earlier point of about the same size and accuracy goes below it
+        near = sum(abs(math.log10(max(x, 1)) - lx) < 0.1 and abs(y - ly) < 0.8 for lx, ly in placed)
+        placed.append((math.log10(max(x, 1)), y))
         ax.annotate(r.get("label") or f"{r['model']} {r['conv']}", (x, y), fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points")
+                    xytext=(3, 3 - 10 * near), textcoords="offset points")
     fx = [pts[i][0] for i in front]
     fy = [pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="k", lw=1, label="Pareto front")

@@ -1,46 +1,18 @@
-"""CPU forms of pooling and depthwise convs (``fsjax.ops.pool``, ``fsjax.ops.depthwise``):
-same values and gradients as Flax's pools and XLA's grouped conv, against a NumPy loop and
-finite differences, and only in the CPU program."""
+"""The CPU form of depthwise convs (``fsjax.ops.depthwise``): same values and gradients as
+XLA's grouped conv, against a NumPy loop and finite differences, and only in the CPU
+program."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from jax import lax
 
 from fsjax import ops
 
-POOLS = [((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"), ((2, 2), (2, 2), "VALID"),
-         ((3, 3), (2, 2), ((1, 0), (0, 2))), ((5, 5), (3, 3), "VALID")]
-
 
 def _x(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
-
-
-@pytest.mark.parametrize("window,strides,padding", POOLS)
-@pytest.mark.parametrize("kind", ["max", "avg", "avg_valid_only"])
-def test_pool_matches_flax(kind, window, strides, padding):
-    x = _x((2, 9, 8, 3))
-    kw = dict(count_include_pad=False) if kind == "avg_valid_only" else {}
-    ours, flax_fn = ((ops.max_pool, nnx.max_pool) if kind == "max" else
-                     (ops.avg_pool, nnx.avg_pool))
-    f = lambda x: ours(x, window, strides, padding, **kw)
-    g = lambda x: flax_fn(x, window, strides, padding, **kw)
-    np.testing.assert_allclose(jax.jit(f)(x), g(x), rtol=1e-6, atol=1e-6)
-    loss = lambda h: (lambda x: (h(x) ** 2 * jnp.arange(1, 4.0)).sum())
-    np.testing.assert_allclose(jax.jit(jax.grad(loss(f)))(x), jax.grad(loss(g))(x),
-                               rtol=1e-6, atol=1e-6)
-
-
-def test_pool_slices_only_in_the_cpu_program():
-    x = _x((2, 8, 8, 3))
-    f = jax.jit(lambda x: ops.max_pool(x, (3, 3), (1, 1), "SAME"))
-    for plat, slices in (("cuda", False), ("cpu", True)):
-        text = f.trace(x).lower(lowering_platforms=(plat,)).as_text()
-        assert ("stablehlo.reduce_window" in text) != slices, plat
-        assert ("stablehlo.slice" in text) == slices, plat
 
 
 def _np_depthwise(x, k, stride, dilation, pads):
@@ -97,7 +69,7 @@ def test_depthwise_gradient_finite_differences():
             up, down = arr.copy(), arr.copy()
             up[idx] += h
             down[idx] -= h
-            args = lambda a: (a, kn) if which == 0 else (xn, a)
+            args = lambda a, which=which: (a, kn) if which == 0 else (xn, a)
             fd = (np_loss(*args(up)) - np_loss(*args(down))) / (2 * h)
             np.testing.assert_allclose(g[idx], fd, rtol=1e-3, atol=1e-4)
 
