@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 __all__ = ["pareto_front", "plot"]
 
 
@@ -38,25 +36,36 @@ def plot(runs: list[dict], out: str) -> str:
            for r in runs]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    placed = []  # (log10 bytes, accuracy) of the labels so far
-    for (x, y), r in zip(pts, runs, strict=True):
+    for x, y in pts:
         ax.scatter(x, y, s=25)
-        # a label next to an earlier point of about the same size and accuracy goes below it
-        near = sum(abs(math.log10(max(x, 1)) - lx) < 0.1 and abs(y - ly) < 0.8 for lx, ly in placed)
-        placed.append((math.log10(max(x, 1)), y))
-        ax.annotate(r.get("label") or f"{r['model']} {r['conv']}", (x, y), fontsize=7,
-                    xytext=(3, 3 - 10 * near), textcoords="offset points")
-    fx = [pts[i][0] for i in front]
-    fy = [pts[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="k", lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_size))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("bytes on disk")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend()
     fig.tight_layout()
+    fig.canvas.draw()  # fixes limits and layout, so data -> pixel positions are final
+    placed = []  # boxes of the labels so far, in points
+    right = ax.get_window_extent().x1 * 72 / fig.dpi
+    for (x, y), r in zip(pts, runs, strict=True):
+        text = r.get("label") or f"{r['model']} {r['conv']}"
+        px, py = ax.transData.transform((x, y))
+        w, h = 4.2 * len(text), 10.0  # a fontsize-7 label, in points, about
+        px, py = px * 72 / fig.dpi, py * 72 / fig.dpi  # pixels -> points
+        # the first offset whose box overlaps no earlier label
+        for dx, dy in ((3, 3), (3, -11), (3, 14), (3, -22), (-w - 3, 3), (-w - 3, -11),
+                       (3, 25), (3, -33)):
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if box[2] < right and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points")
+    fx = [pts[i][0] for i in front]
+    fy = [pts[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="k", lw=1, label="Pareto front")
+    ax.legend()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
