@@ -55,3 +55,21 @@ def print_table(rows: list[dict], cols: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for x in cells:
         print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)))
+
+
+def train_state(c, dtype="float32"):
+    """The trainer's pieces for config ``c`` on 32x32x3 inputs, 10 classes: ``(fn, ts, step)``
+    with ``step(ts, x_uint8, y, key) -> (ts, metrics)`` (``train.model_fn.make_train_step``,
+    not jitted) and ``ts`` its initial state."""
+    import jax.numpy as jnp
+
+    from train.model_fn import ModelFn, make_train_step
+    from train.optim import make_optimizer
+    from train.trainer import build_model
+
+    m, _ = build_model(c, 10, 3, jnp.dtype(dtype))
+    fn = ModelFn.create(m)
+    tx, _ = make_optimizer(c, m, 100)
+    p, s = ModelFn.initial(m)
+    ts = dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32))
+    return fn, ts, make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.dtype(dtype))

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, train_state, write_json
 from fsjax import ops
 
 GENOTYPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "cifar_table",
@@ -79,9 +79,6 @@ def op_rows(rounds: int, batch: int) -> list[dict]:
 def _step(name: str, B: int):
     from configs.variants import apply_variant
     from train import configlib
-    from train.model_fn import ModelFn, make_train_step
-    from train.optim import make_optimizer
-    from train.trainer import build_model
 
     c = configlib.base()
     if name.startswith("darts"):
@@ -95,23 +92,17 @@ def _step(name: str, B: int):
     else:
         c.model = name
     c.augment.flip, c.augment.crop_padding, c.augment.cutout = False, 0, 0
-    m, _ = build_model(c, 10, 3, jnp.float32)
-    fn = ModelFn.create(m)
-    tx, _ = make_optimizer(c, m, 100)
-    p, s = ModelFn.initial(m)
-    ts = dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32))
+    _, ts, step = train_state(c)
     x = jax.random.randint(jax.random.key(0), (B, 32, 32, 3), 0, 256).astype(jnp.uint8)
-    args = (ts, x, jnp.arange(B) % 10, jax.random.key(1))
-    step = lambda: make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.float32)
-    return step, args
+    return step, (ts, x, jnp.arange(B) % 10, jax.random.key(1))
 
 
 def step_rows(names: list[str], rounds: int, B: int) -> list[dict]:
     rows = []
     for name in names:
         step, args = _step(name, B)
-        t = _time({"with": _compiled(step(), args, ops.CPU_FORMS),
-                   "without": _compiled(step(), args, ())}, args, rounds)
+        t = _time({"with": _compiled(step, args, ops.CPU_FORMS),
+                   "without": _compiled(step, args, ())}, args, rounds)
         rows.append(dict(what=f"{name} training step b{B}", form="all",
                          with_ms=t["with"] * 1e3, without_ms=t["without"] * 1e3,
                          speedup=t["without"] / t["with"], img_s_with=B / t["with"],

@@ -19,14 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table, timeit, write_json
+from benchmarks.common import print_table, timeit, train_state, write_json
 from configs.variants import apply_variant
 from fsjax import models
 from train import configlib
 from train.loop import Runner, make_mesh
-from train.model_fn import ModelFn, make_eval_step, make_train_step
-from train.optim import make_optimizer
-from train.trainer import build_model
+from train.model_fn import make_eval_step
 
 MODEL_KW = {"resnet18": dict(stem="cifar"), "mobilenet_v1": dict(stem_stride=1)}
 SMALL_KW = {"resnet18": dict(stem="cifar", depths=(1, 1, 1, 1), widths=(8, 8, 16, 16)),
@@ -40,12 +38,7 @@ def setup(model, variant, dtype, small=False):
     for k, v in (SMALL_KW if small else MODEL_KW).get(model, {}).items():
         c.model_kw[k] = v
     apply_variant(c, variant)
-    m, _ = build_model(c, 10, 3, jnp.dtype(dtype))
-    fn = ModelFn.create(m)
-    tx, _ = make_optimizer(c, m, 100)
-    p, s = ModelFn.initial(m)
-    ts = dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32))
-    step = make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.dtype(dtype))
+    fn, ts, step = train_state(c, dtype)
     return c, fn, ts, step
 
 

@@ -183,7 +183,7 @@ def conv(
     if rank == 3 and fn is lax.conv_general_dilated and conv3d_as_2d_on():
         fn = conv3d_as_2d
     x = materialize_on_cpu(x)
-    y = lambda x, kernel: fn(
+    xla_conv = lambda x, kernel: fn(
         x, kernel, strides, pad, lhs_dilation=input_dilation, rhs_dilation=kernel_dilation,
         dimension_numbers=_dimension_numbers(x.ndim), feature_group_count=feature_group_count,
         precision=precision, **kw)
@@ -193,9 +193,10 @@ def conv(
             x.shape[1:3], [(k - 1) * d + 1 for k, d in zip(kernel_size, kernel_dilation, strict=True)],
             strides, pad)
         y = cpu_form("depthwise_slices", lambda x, k: depthwise_slices(
-            x, k, tuple(strides), tuple(kernel_dilation), tuple(map(tuple, pads))), y, x, kernel)
+            x, k, tuple(strides), tuple(kernel_dilation), tuple(map(tuple, pads))), xla_conv, x,
+            kernel)
     else:
-        y = y(x, kernel)
+        y = xla_conv(x, kernel)
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
     if n_batch != 1:
