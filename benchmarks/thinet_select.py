@@ -1,6 +1,6 @@
 """ThiNet channel selection + least squares: fsjax (jitted, Gram-based) vs the authors'
-approach in NumPy (greedy removal scoring one candidate channel at a time over all m rows),
-both in the same run.
+algorithm in NumPy (greedy removal scoring one candidate channel at a time over all m rows, in
+float64, as their ``value_sum`` does), both in the same run.
 
     python -m benchmarks.thinet_select [--small] [--C 128,256,512] [--m 10000,100000]
 
@@ -22,21 +22,26 @@ from fsjax import ops
 
 
 def numpy_reference(x: np.ndarray, keep: int):
+    """The ICCV'17 greedy selection as the paper states it and as the authors run it: the
+    contributions held in float64, each candidate scored by the norm of the running sum plus
+    its column over all m rows, then the kept channels' scales by the normal equations."""
+    x = np.asarray(x, np.float64)
     c = x.shape[1]
-    removed, s = [], np.zeros(x.shape[0], x.dtype)
-    alive = np.ones(c, bool)
-    while len(removed) < c - keep:
+    y = x.sum(1, keepdims=True)
+    removed, s = [], np.zeros((x.shape[0], 1))
+    for _ in range(c - keep):
         best, best_v = -1, np.inf
-        for j in np.flatnonzero(alive):
-            v = float(np.dot(s + x[:, j], s + x[:, j]))
-            if v < best_v:
-                best, best_v = j, v
+        for j in range(c):
+            if j not in removed:
+                v = np.linalg.norm(s + x[:, j:j + 1])
+                if v < best_v:
+                    best, best_v = j, v
         removed.append(best)
-        alive[best] = False
-        s += x[:, best]
-    kept = np.flatnonzero(alive)
-    w = np.linalg.lstsq(x[:, kept], x.sum(1), rcond=None)[0]
-    return kept, w
+        s = s + x[:, best:best + 1]
+    kept = np.array(sorted(set(range(c)) - set(removed)))
+    xs = x[:, kept]
+    w = np.linalg.inv(xs.T @ xs) @ (xs.T @ y)
+    return kept, w[:, 0]
 
 
 def fsjax_select(x, keep):

@@ -137,9 +137,10 @@ def torch_step(model_name, kind, batch):
 
 # --- fsjax side --------------------------------------------------------------------------------
 
-def fsjax_step(model_name, kind, batch, forms=None):
+def fsjax_step(model_name, kind, batch, forms=None, options=None):
     """The trainer's step for ``model_name`` / ``kind`` as a no-argument callable; ``forms``:
-    compile it with only these CPU-only forms (``fsjax.ops.cpu_forms``), default all."""
+    compile it with only these CPU-only forms (``fsjax.ops.cpu_forms``), default all;
+    ``options``: XLA compiler options for this compilation (``{name: value}``)."""
     from configs.variants import apply_variant
     from train import configlib
     from train.loop import make_mesh
@@ -163,9 +164,9 @@ def fsjax_step(model_name, kind, batch, forms=None):
     x, y = (jax.device_put(v, jax.sharding.NamedSharding(mesh, P("data"))) for v in (x, y))
     state["ts"] = jax.device_put(state["ts"], jax.sharding.NamedSharding(mesh, P()))
     key = jax.random.key(1)
-    if forms is not None:
-        with ops.cpu_forms(*forms):
-            f = f.lower(state["ts"], x, y, key).compile()
+    if forms is not None or options:
+        with ops.cpu_forms(*(ops.CPU_FORMS if forms is None else forms)):
+            f = f.lower(state["ts"], x, y, key).compile(compiler_options=options)
 
     def step():
         state["ts"], met = f(state["ts"], x, y, key)
