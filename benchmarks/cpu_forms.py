@@ -33,7 +33,8 @@ GENOTYPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "
 
 def _compiled(fn, args, forms):
     with ops.cpu_forms(*forms):  # a new function object: jit caches traces per function,
-        return jax.jit(lambda *a: fn(*a)).lower(*args).compile()  # not per context
+        return jax.jit(lambda *a: fn(*a), compiler_options=ops.compiler_options()).lower(
+            *args).compile()  # not per context
 
 
 def _time(fns: dict, args, rounds: int) -> dict:

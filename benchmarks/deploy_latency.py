@@ -87,10 +87,12 @@ def main(argv=None):
             s32 = deploy.onnx_session(f32, a.threads)
             s8 = deploy.onnx_session(i8, a.threads)
             graphdef, state = nnx.split(m)
-            fwd = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s)(x))
+            fwd = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s)(x),
+                          compiler_options=ops.compiler_options())
             im, _ = deploy.inference_model(m)  # what the files hold, run by fsjax
             igraph, istate = nnx.split(im)
-            ifwd = jax.jit(functools.partial(_inference_forward, igraph))
+            ifwd = jax.jit(functools.partial(_inference_forward, igraph),
+                           compiler_options=ops.compiler_options())
             row = dict(model=name, fsjax_npz_kb=os.path.getsize(npz) / 1024,
                        onnx_kb=os.path.getsize(f32) / 1024, onnx_int8_kb=os.path.getsize(i8) / 1024)
             for b in batches:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from benchmarks.common import print_table, timeit, write_json
-from fsjax import models
+from fsjax import models, ops
 from fsjax.nn import materialize
 from fsjax.prune.thinet import target_widths
 
@@ -43,7 +43,7 @@ def latency(name, conv, kw, mat, batch, runs, dtype):
         materialize(m)
     m.eval()
     graphdef, state = nnx.split(m)
-    f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x), compiler_options=ops.compiler_options())
     x = jnp.ones((batch, 32, 32, 3), dtype)
     return timeit(f, state, x, runs=runs)
 

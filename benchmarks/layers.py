@@ -10,6 +10,7 @@ The first shape (32x16x16x256, 3x3 256->256) is issue 2's acceptance step (FS <=
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from flax import nnx
 
 from benchmarks.common import print_table, timeit, write_json
 from fsjax import nn as fnn
+from fsjax import ops
 
 # (name, batch, H, W, cin, cout, k, stride)
 SHAPES = [
@@ -41,11 +43,13 @@ KINDS = {
 def bench_layer(layer, x, runs):
     graphdef, params = nnx.split(layer, nnx.Param)
 
-    @jax.jit
+    jit = functools.partial(jax.jit, compiler_options=ops.compiler_options())
+
+    @jit
     def fwd(params, x):
         return nnx.merge(graphdef, params)(x)
 
-    @jax.jit
+    @jit
     def step(params, x):
         def loss(p):
             return jnp.mean(nnx.merge(graphdef, p)(x) ** 2)

@@ -14,6 +14,7 @@ train-from-scratch row has ThiNet-Conv's architecture and so its times.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -23,7 +24,7 @@ import optax
 from flax import nnx
 
 from benchmarks.common import print_table, write_json
-from fsjax import export
+from fsjax import export, ops
 from fsjax.models.vgg import VGG16_WIDTHS
 from fsjax.nn import dropout_key
 from fsjax.prune import thinet
@@ -61,9 +62,10 @@ def _fns(meta, batch, size):
             logits = nnx.merge(graphdef, p, rest)(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    fwd = jax.jit(loss)
-    saved = jax.jit(lambda p: jax.vjp(loss, p)[1])  # the pullback, holding the residuals
-    bwd = jax.jit(lambda pullback: pullback(jnp.ones((), jnp.float32)))
+    jit = functools.partial(jax.jit, compiler_options=ops.compiler_options())
+    fwd = jit(loss)
+    saved = jit(lambda p: jax.vjp(loss, p)[1])  # the pullback, holding the residuals
+    bwd = jit(lambda pullback: pullback(jnp.ones((), jnp.float32)))
 
     def backward():
         """Time the backward alone; the residuals are made (untimed) and freed each call,

@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks.common import print_table, timeit, train_state, write_json
 from configs.variants import apply_variant
-from fsjax import models
+from fsjax import models, ops
 from train import configlib
 from train.loop import Runner, make_mesh
 from train.model_fn import make_eval_step
@@ -44,7 +44,7 @@ def setup(model, variant, dtype, small=False):
 
 def bench_step(model, variant, dtype, batch, runs, small):
     _, _, ts, step = setup(model, variant, dtype, small)
-    f = jax.jit(step, donate_argnums=(0,))
+    f = jax.jit(step, donate_argnums=(0,), compiler_options=ops.compiler_options())
     x = jax.random.randint(jax.random.key(0), (batch, 32, 32, 3), 0, 256).astype(jnp.uint8)
     y = jnp.arange(batch) % 10
     key = jax.random.key(1)

@@ -13,7 +13,8 @@ off, input uint8 NHWC); PyTorch runs a model written here with the same architec
 math (BasicBlock, 'B' shortcuts, FS filters gathered from one summary, WKSC as a weighted
 channel-group sum then a conv), input uint8 NCHW. Each round times ``--steps`` calls of every
 variant in turn; ``--ablate-cpu-forms`` adds, to each step's rounds, the same step compiled
-without each of fsjax's CPU-only program forms (``fsjax.ops.CPU_FORMS``). The table gives
+without each of fsjax's CPU-only program forms (``fsjax.ops.CPU_FORMS``) and without its
+CPU compiler options (``fsjax.ops.CPU_COMPILER_OPTIONS``: JAX's defaults). The table gives
 the median over rounds and the spread (25th-75th percentile), compilation and warm-up
 excluded. Both frameworks get ``--threads`` threads (XLA:CPU uses every core it sees; run
 under ``taskset`` to pin both).
@@ -140,7 +141,8 @@ def torch_step(model_name, kind, batch):
 def fsjax_step(model_name, kind, batch, forms=None, options=None):
     """The trainer's step for ``model_name`` / ``kind`` as a no-argument callable; ``forms``:
     compile it with only these CPU-only forms (``fsjax.ops.cpu_forms``), default all;
-    ``options``: XLA compiler options for this compilation (``{name: value}``)."""
+    ``options``: XLA compiler options (``{name: value}``), default the trainer's
+    (``fsjax.ops.compiler_options()``); ``{}``: JAX's defaults."""
     from configs.variants import apply_variant
     from train import configlib
     from train.loop import make_mesh
@@ -157,16 +159,18 @@ def fsjax_step(model_name, kind, batch, forms=None, options=None):
     tx, _ = make_optimizer(c, m, 100)
     p, s = ModelFn.initial(m)
     state = dict(ts=dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32)))
-    f = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.float32), donate_argnums=(0,))
+    opts = ops.compiler_options() if options is None else options
+    f = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.float32), donate_argnums=(0,),
+                compiler_options=opts)
     x = jax.random.randint(jax.random.key(0), (batch, 32, 32, 3), 0, 256).astype(jnp.uint8)
     y = jnp.arange(batch) % 10
     mesh, P = make_mesh(), jax.sharding.PartitionSpec  # the trainer's 1-D data mesh
     x, y = (jax.device_put(v, jax.sharding.NamedSharding(mesh, P("data"))) for v in (x, y))
     state["ts"] = jax.device_put(state["ts"], jax.sharding.NamedSharding(mesh, P()))
     key = jax.random.key(1)
-    if forms is not None or options:
-        with ops.cpu_forms(*(ops.CPU_FORMS if forms is None else forms)):
-            f = f.lower(state["ts"], x, y, key).compile(compiler_options=options)
+    if forms is not None:
+        with ops.cpu_forms(*forms):
+            f = f.lower(state["ts"], x, y, key).compile()
 
     def step():
         state["ts"], met = f(state["ts"], x, y, key)
@@ -182,10 +186,11 @@ def conv_fns(train: bool):
     xt = torch.randn(32, 256, 16, 16)
     kt = torch.randn(256, 256, 3, 3) * 0.02
     if not train:
-        fj = jax.jit(lambda x, k: ops.conv(x, k, None, padding="SAME"))
+        fj = jax.jit(lambda x, k: ops.conv(x, k, None, padding="SAME"),
+                     compiler_options=ops.compiler_options())
         return (lambda: fj(xj, kj)), (lambda: F.conv2d(xt, kt, None, 1, 1))
     gj = jax.jit(jax.grad(lambda x, k: jnp.sum(ops.conv(x, k, None, padding="SAME") ** 2),
-                          argnums=(0, 1)))
+                          argnums=(0, 1)), compiler_options=ops.compiler_options())
     xt.requires_grad_(True)
     kt.requires_grad_(True)
 
@@ -268,14 +273,18 @@ def main(argv=None):
         for kind in a.kinds.split(","):
             fns = {"fsjax": fsjax_step(model, kind, a.batch),
                    "torch": torch_step(model, kind, a.batch)}
+            ablations = {}
             if a.ablate_cpu_forms:  # the step compiled without each CPU-only form in turn
                 for name in ops.CPU_FORMS:
-                    fns[name] = fsjax_step(model, kind, a.batch,
-                                           [f for f in ops.CPU_FORMS if f != name])
+                    ablations[f"without {name}"] = dict(
+                        forms=[f for f in ops.CPU_FORMS if f != name])
+                ablations["without compiler options"] = dict(options={})
+            for name, kw in ablations.items():
+                fns[name] = fsjax_step(model, kind, a.batch, **kw)
             res = interleaved(fns, a.rounds, a.steps)
             add(f"{model} {kind} train step b{a.batch}", res, a.batch)
-            for name in ops.CPU_FORMS if a.ablate_cpu_forms else ():
-                add(f"{model} {kind} train step b{a.batch}, without {name}",
+            for name in ablations:
+                add(f"{model} {kind} train step b{a.batch}, {name}",
                     dict(fsjax=res[name], torch=res["torch"]), a.batch)
     print()
     print_table(rows, list(rows[0]))

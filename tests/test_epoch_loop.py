@@ -95,6 +95,30 @@ def test_unrolled_chunk_has_no_loop(per_call):
     assert in_loop(hlo[False])  # the accelerator program is a real loop
 
 
+def test_runner_compiles_with_cpu_options(monkeypatch):
+    """The trainer's programs are compiled with ``fsjax.ops.compiler_options`` (an option this
+    jaxlib does not know must then fail the compilation)."""
+    from fsjax import ops
+    c = configlib.base()
+    c.model, c.conv.kind = "resnet8", "dense"
+    c.model_kw.widths = (4, 8, 8)
+    model, _ = build_model(c, 10, 3, jnp.float32)
+    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    x, y = _data()
+    seen = []
+    monkeypatch.setattr(ops, "compiler_options",
+                        lambda backend=None: seen.append(backend) or {"xla_no_such_option": "1"})
+    r = Runner(make_train_step(fn, tx, c, MEAN, STD, jnp.float32),
+               make_eval_step(fn, MEAN, STD, jnp.float32), make_mesh(), BATCH, 48, True, True)
+    assert seen == ["cpu"]
+    data = (*r.put_replicated(x, y), jnp.arange(N, dtype=jnp.int32))
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        r._chunk.lower(ts, data, jnp.arange(1), jax.random.key(0)).compile()
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        ev = r.put_eval(x[:48], y[:48])
+        r._eval.lower(ts["params"], ts["stats"], *ev, 0).compile()
+
+
 @pytest.mark.parametrize("on_device,unroll,per_call", [
     (True, False, 4),   # the accelerator program: a while loop of 4 steps per call
     (False, True, 1),   # streamed from the host

@@ -103,7 +103,7 @@ def _latency_ms(model, input_shape, batch: int, runs: int = 10) -> float:
         with ops.inference_trace():
             return nnx.merge(graphdef, s)(x)
 
-    f = jax.jit(fwd)
+    f = jax.jit(fwd, compiler_options=ops.compiler_options())
     x = jnp.zeros((batch, *input_shape), jnp.float32)
     jax.block_until_ready(f(state, x))
     times = []

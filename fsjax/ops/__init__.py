@@ -22,7 +22,7 @@ from fsjax.ops.conv import (
     conv_output_shape,
     kernel_size_tuple,
 )
-from fsjax.ops.cpu import CPU_FORMS, cpu_forms, inference_trace
+from fsjax.ops.cpu import CPU_COMPILER_OPTIONS, CPU_FORMS, compiler_options, cpu_forms, inference_trace
 from fsjax.ops.fs import (
     check_kernel_shape,
     dfs_init_raw,
@@ -91,6 +91,8 @@ __all__ = [
     "conv_output_shape",
     "inference_trace",
     "cpu_forms",
+    "compiler_options",
+    "CPU_COMPILER_OPTIONS",
     "CPU_FORMS",
     "conv3d_as_2d",
     "kernel_size_tuple",

@@ -18,6 +18,7 @@ its shared kernel, and WKSC channel weights follow their channels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import jax
@@ -129,7 +130,7 @@ def _eval_batches(model, images, fn, batch=256):
     """``fn(model in eval mode, x)`` over ``images`` in jitted batches, concatenated."""
     graphdef, state = nnx.split(model)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=ops.compiler_options())
     def fwd(state, x):
         m = nnx.merge(graphdef, state)
         m.eval()
