@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, train_state, write_json
 from fsjax import ops
 
 try:
@@ -146,22 +146,15 @@ def fsjax_step(model_name, kind, batch, forms=None, options=None):
     from configs.variants import apply_variant
     from train import configlib
     from train.loop import make_mesh
-    from train.model_fn import ModelFn, make_train_step
-    from train.optim import make_optimizer
-    from train.trainer import build_model
 
     c = configlib.base()
     c.model = model_name
     c.augment.flip, c.augment.crop_padding, c.augment.cutout = False, 0, 0
     apply_variant(c, kind)
-    m, _ = build_model(c, 10, 3, jnp.float32)
-    fn = ModelFn.create(m)
-    tx, _ = make_optimizer(c, m, 100)
-    p, s = ModelFn.initial(m)
-    state = dict(ts=dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32)))
+    _, ts, step = train_state(c)  # normalised with MEAN, STD
+    state = dict(ts=ts)
     opts = ops.compiler_options() if options is None else options
-    f = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.float32), donate_argnums=(0,),
-                compiler_options=opts)
+    f = jax.jit(step, donate_argnums=(0,), compiler_options=opts)
     x = jax.random.randint(jax.random.key(0), (batch, 32, 32, 3), 0, 256).astype(jnp.uint8)
     y = jnp.arange(batch) % 10
     mesh, P = make_mesh(), jax.sharding.PartitionSpec  # the trainer's 1-D data mesh

@@ -50,6 +50,16 @@ def _epochs(on_device, unroll, steps_per_call, epochs=2, kind="dfs"):
     return jax.device_get(ts), seen, ev
 
 
+def _tiny_dense():
+    """A dense ResNet-8 at widths (4, 8, 8): ``(config, fn, tx, ts)``."""
+    c = configlib.base()
+    c.model, c.conv.kind = "resnet8", "dense"
+    c.model_kw.widths = (4, 8, 8)
+    model, _ = build_model(c, 10, 3, jnp.float32)
+    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    return c, fn, tx, ts
+
+
 def _assert_same(a, b, exact=True):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         if exact:
@@ -74,11 +84,7 @@ def test_unrolled_chunk_has_no_loop(per_call):
     """On the CPU a chunk is straight-line code: a conv inside an XLA while loop runs 50-100x
     slower there (jax-ml/jax#12868), and lax.scan(unroll=True) still leaves a one-iteration
     while loop around the unrolled body (the ResNet-20 step took 21 s instead of 0.62 s)."""
-    c = configlib.base()
-    c.model, c.conv.kind = "resnet8", "dense"
-    c.model_kw.widths = (4, 8, 8)
-    model, _ = build_model(c, 10, 3, jnp.float32)
-    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    c, fn, tx, ts = _tiny_dense()
     x, y = _data()
     hlo = {}
     for unroll in (True, False):
@@ -99,11 +105,7 @@ def test_runner_compiles_with_cpu_options(monkeypatch):
     """The trainer's programs are compiled with ``fsjax.ops.compiler_options`` (an option this
     jaxlib does not know must then fail the compilation)."""
     from fsjax import ops
-    c = configlib.base()
-    c.model, c.conv.kind = "resnet8", "dense"
-    c.model_kw.widths = (4, 8, 8)
-    model, _ = build_model(c, 10, 3, jnp.float32)
-    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    c, fn, tx, ts = _tiny_dense()
     x, y = _data()
     seen = []
     monkeypatch.setattr(ops, "compiler_options",
