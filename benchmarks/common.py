@@ -61,6 +61,7 @@ def train_state(c, dtype="float32"):
     """The trainer's pieces for config ``c`` on 32x32x3 inputs, 10 classes: ``(fn, ts, step)``
     with ``step(ts, x_uint8, y, key) -> (ts, metrics)`` (``train.model_fn.make_train_step``,
     not jitted) and ``ts`` its initial state."""
+    import jax
     import jax.numpy as jnp
 
     from train.model_fn import ModelFn, make_train_step
@@ -72,4 +73,7 @@ def train_state(c, dtype="float32"):
     tx, _ = make_optimizer(c, m, 100)
     p, s = ModelFn.initial(m)
     ts = dict(params=p, stats=s, opt=tx.init(p), step=jnp.zeros((), jnp.int32))
-    return fn, ts, make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.dtype(dtype))
+    if c.lookahead.every:
+        ts["slow"] = jax.tree.map(jnp.copy, dict(params=p, stats=s))
+    return fn, ts, make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.dtype(dtype),
+                                   steps_per_epoch=100)

@@ -12,14 +12,16 @@ import ml_collections
 from fsjax import data, models
 from fsjax.spec import KINDS
 
-SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "linear", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
 MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
                  "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
                  "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding",
                  "head", "fc_width", "backbone", "backbone_kw", "image_size", "extras",
-                 "aspect_ratios", "min_scale", "max_scale")
+                 "aspect_ratios", "min_scale", "max_scale", "logit_scale", "norm_scale",
+                 "norm_momentum", "norm_eps", "identity_init", "conv_init_scale",
+                 "whiten_width")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -44,16 +46,24 @@ def base() -> ml_collections.ConfigDict:
     c.batch_size = 128
     c.eval_batch_size = 1000
     c.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, grad_clip=0.0))
+        name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, grad_clip=0.0,
+        norm_lr_scale=1.0))
+    # {glob on the parameter path (a/b/c): epoch}: trained before that epoch only (0: frozen)
+    c.optimizer.frozen = ml_collections.ConfigDict({}, type_safe=False)
+    # lookahead (airbench): every N steps slow <- d slow + (1-d) fast, fast <- slow, with
+    # d = decay * (step / total)^power; the weights are the slow copy at the end. 0: off
+    c.lookahead = ml_collections.ConfigDict(dict(every=0, decay=0.95 ** 5, power=3.0))
     c.label_smoothing = 0.0
     c.schedule = ml_collections.ConfigDict(dict(
         name="step", warmup_epochs=0.0, decay_points=(0.5, 0.75), decay_factor=0.1, cycles=1,
-        final_lr_fraction=0.0))
+        final_lr_fraction=0.0, warmup_start_fraction=0.0))
     # DFS locations and WKSC channel weights get their own optimizer (optax.multi_transform).
     c.locations = ml_collections.ConfigDict(dict(optimizer="adam", lr=1e-3, freeze_epoch=-1))
     c.share = ml_collections.ConfigDict(dict(optimizer="sgd", lr=0.01, weight_decay=0.0))
-    c.augment = ml_collections.ConfigDict(dict(crop_padding=4, flip=True, cutout=0))
-    c.tta_flip = False       # average logits of the image and its mirror at evaluation
+    c.augment = ml_collections.ConfigDict(dict(crop_padding=4, flip=True, cutout=0,
+                                               pad_mode="constant", alternate_flip=False))
+    c.tta = 0                # test-time augmentation of the final evaluation: 0 | 1 | 2
+    c.data_init_examples = 5000  # training images seen by data-dependent initialisers
     c.compute_dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
     c.on_device = "auto"     # keep the data set in device memory (auto: if it fits)
     c.steps_per_call = 0     # training steps per jitted call (0: about 10 calls per epoch)
@@ -155,13 +165,23 @@ HELP = {
     "optimizer.nesterov": "Nesterov momentum (SGD)",
     "optimizer.weight_decay": "L2 (SGD/adam) or decoupled (adamw) weight decay",
     "optimizer.grad_clip": ">0: clip the global gradient norm",
+    "optimizer.norm_lr_scale": "lr multiplier of BatchNorm scales and biases (their weight "
+                               "decay per step is kept: airbench's bias_scaler)",
+    "optimizer.frozen": "{parameter path glob: epoch}: trained before that epoch only "
+                        "(0: never; e.g. {'whiten/kernel': 0})",
+    "lookahead.every": "lookahead / EMA of weights and BatchNorm statistics every N steps "
+                       "(0: off)",
+    "lookahead.decay": "lookahead decay at the last step (scaled by (step/total)^power)",
+    "lookahead.power": "lookahead decay's power of step/total",
     "label_smoothing": "cross-entropy label smoothing",
-    "schedule.name": "step | cyclic | cosine | onecycle | constant",
+    "schedule.name": "step | cyclic | cosine | onecycle | linear | constant",
     "schedule.warmup_epochs": "linear warm-up epochs",
     "schedule.decay_points": "step: fractions of training where lr *= decay_factor",
     "schedule.decay_factor": "step/cyclic: lr factor at each decay point",
     "schedule.cycles": "cyclic: restarts of the step schedule",
-    "schedule.final_lr_fraction": "cosine/onecycle: final lr / peak lr",
+    "schedule.final_lr_fraction": "cosine/onecycle/linear: final lr / peak lr",
+    "schedule.warmup_start_fraction": "warm-up starts at this fraction of the peak lr "
+                                      "(onecycle: 1/25)",
     "locations.optimizer": "DFS locations' own optimizer",
     "locations.lr": "DFS locations' learning rate",
     "locations.freeze_epoch": "round DFS locations (DFS -> FS) at this epoch; -1: never",
@@ -172,7 +192,13 @@ HELP = {
                             "sets; streamed sets get the stream's random-resized crop)",
     "augment.flip": "random horizontal flip (in-memory sets; the stream flips its own)",
     "augment.cutout": ">0: cutout square side (in-memory sets)",
-    "tta_flip": "evaluate on the image and its mirror",
+    "augment.pad_mode": "crop padding: constant (zeros) | reflect",
+    "augment.alternate_flip": "mirror a seeded half of the images once, then all of them on "
+                              "odd epochs (airbench), instead of a random flip per step",
+    "tta": "test-time augmentation of the final evaluation (reported beside the plain "
+           "accuracy): 0 none | 1 mirror | 2 mirror + 1-pixel translations",
+    "data_init_examples": "training images that data-dependent initialisers see (airbench's "
+                          "whitening conv)",
     "compute_dtype": "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
     "on_device": "keep the data set on the device: auto | True | False",
     "steps_per_call": "training steps per jitted call (0: 1 on CPU, ~10 calls/epoch elsewhere)",
@@ -231,6 +257,13 @@ RANGES = {
     "resume_step": ("int", 0, None, "an int >= 0 (0: the latest)"),
     "log_every_s": ("num", 0, None, "a number >= 0"),
     "label_smoothing": ("num", 0, 0.999, "a number in [0, 1)"),
+    "tta": ("int", 0, 2, "0, 1 or 2"),
+    "data_init_examples": ("int", 1, None, "a positive int"),
+    "optimizer.norm_lr_scale": ("num", 1e-300, None, "a number > 0"),
+    "lookahead.every": ("int", 0, None, "an int >= 0 (0: off)"),
+    "lookahead.decay": ("num", 0, 1, "a number in [0, 1]"),
+    "lookahead.power": ("num", 0, None, "a number >= 0"),
+    "schedule.warmup_start_fraction": ("num", 0, 1, "a number in [0, 1]"),
     "aux_weight": ("num", 0, None, "a number >= 0"),
     "optimizer.lr": ("num", 1e-300, None, "a number > 0"),
     "optimizer.momentum": ("num", 0, 0.999999, "a number in [0, 1)"),
@@ -269,7 +302,7 @@ RANGES = {
     "detection.top_k": ("int", 1, None, "a positive int"),
     "detection.max_detections": ("int", 1, None, "a positive int"),
 }
-BOOLS = ("augment.flip", "tta_flip", "keep_best", "tensorboard", "progress", "quiet",
+BOOLS = ("augment.flip", "augment.alternate_flip", "keep_best", "tensorboard", "progress", "quiet",
          "optimizer.nesterov", "quant.per_channel", "nas.search")
 
 
@@ -337,6 +370,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _choice("conv.layout", c.conv.get("layout", "fsjax"), ("fsjax", "official"))
     _choice("conv.alpha_mode", c.conv.alpha_mode, ("input", "pair"))
     _choice("quant.method", c.quant.method, ("uniform", "kmeans"))
+    _choice("augment.pad_mode", c.augment.pad_mode, ("constant", "reflect"))
+    for pat, epoch in c.optimizer.frozen.items():
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"config.optimizer.frozen[{pat!r}] = {epoch!r} is not valid; "
+                             f"valid: an epoch, an int >= 0 (0: never trained)")
+    if c.augment.alternate_flip and (c.nas.search or streams(c)):
+        raise ValueError("config.augment.alternate_flip needs an in-memory data set without "
+                         "config.nas.search (it mirrors a fixed half of the training images)")
     if c.schedule.warmup_epochs >= c.num_epochs and c.schedule.warmup_epochs:
         raise ValueError(f"config.schedule.warmup_epochs = {c.schedule.warmup_epochs} must be "
                          f"below num_epochs = {c.num_epochs}")

@@ -68,8 +68,10 @@ def restore(workdir: str, which: str = "best"):
     return model, meta
 
 
-def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=None) -> dict:
-    """Test-set loss and accuracy; ``ds``: the run's data set when already loaded."""
+def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=None,
+             tta: int = 0) -> dict:
+    """Test-set loss and accuracy; ``ds``: the run's data set when already loaded; ``tta``:
+    test-time augmentation level (:func:`fsjax.data.augment.tta_logits`)."""
     c = ml_collections.ConfigDict(meta["config"])
     ds = ds if ds is not None else load_data(c, data_limit)
     fn = ModelFn.create(model)
@@ -82,7 +84,7 @@ def evaluate(model, meta, batch: int = 500, data_limit: int | None = None, ds=No
     mesh = make_mesh()
     # detectors: mAP@0.5 as "accuracy", with the detection settings of the run
     eval_fn, finish = task_eval_step(model, fn, c, ds, meta["mean"], meta["std"], jnp.float32,
-                                     param_tf)
+                                     param_tf, tta)
     runner = Runner(lambda *a: None, eval_fn, mesh, len(jax.devices()), batch, True,
                     eval_finish=finish)
     if getattr(ds, "streaming", False):  # read from disk (fsjax.data.stream)
@@ -147,6 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="--deploy: the file to write")
     ap.add_argument("--calib", type=int, default=512,
                     help="--int8: training images for the activation ranges")
+    ap.add_argument("--tta", type=int, default=None, choices=(0, 1, 2),
+                    help="test-time augmentation: 0 none, 1 mirror, 2 mirror + translations "
+                         "(default: the run's config.tta; the plain accuracy is printed too)")
     a = ap.parse_args(argv)
     why = None
     if a.quantize and not 2 <= a.quantize <= 8:
@@ -196,6 +201,10 @@ def main(argv=None) -> int:
                 return 1
             return 0
         metrics = evaluate(model, meta)
+        tta = meta["config"].get("tta", 0) if a.tta is None else a.tta
+        if tta:
+            metrics["tta"] = tta
+            metrics["tta_accuracy"] = evaluate(model, meta, tta=tta)["accuracy"]
         table, totals = report.report(model, tuple(meta["input_shape"]))
         print(table)
         if dfs_table != "no DFS layers":

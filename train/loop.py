@@ -71,7 +71,8 @@ class Runner:
     """
 
     def __init__(self, step_fn, eval_fn, mesh: Mesh, batch: int, eval_batch: int,
-                 on_device: bool, unroll: bool | None = None, eval_finish=None):
+                 on_device: bool, unroll: bool | None = None, eval_finish=None,
+                 tta_eval_fn=None):
         self.mesh, self.batch, self.eval_batch = mesh, batch, eval_batch
         self.eval_finish = eval_finish
         self.on_device = on_device
@@ -107,8 +108,18 @@ class Runner:
 
         opts = ops.compiler_options(mesh.devices.flat[0].platform)
         self._chunk = jax.jit(chunk, donate_argnums=(0,), compiler_options=opts)
-        self._eval = jax.jit(lambda p, s, xs, ys, ms, i: eval_fn(
-            p, s, constrain(xs[i]), constrain(ys[i]), constrain(ms[i])), compiler_options=opts)
+        def jit_eval(fn):
+            return jax.jit(lambda p, s, xs, ys, ms, i: fn(
+                p, s, constrain(xs[i]), constrain(ys[i]), constrain(ms[i])),
+                compiler_options=opts)
+
+        self._eval = jit_eval(eval_fn)
+        self._eval_tta = jit_eval(tta_eval_fn) if tta_eval_fn is not None else None
+
+    @property
+    def has_tta(self) -> bool:
+        """Whether :meth:`evaluate` can run the test-time augmented step."""
+        return self._eval_tta is not None
 
     # --- data placement ------------------------------------------------------------------
     def put_replicated(self, *arrays):
@@ -240,9 +251,11 @@ class Runner:
 
         return self._consume(produce, q)
 
-    def evaluate(self, params, stats, eval_data) -> dict:
+    def evaluate(self, params, stats, eval_data, tta: bool = False) -> dict:
         """Metrics over the test set: ``eval_data`` from :meth:`put_eval`, or a callable
-        returning an iterator of this process's batches ``dict(image, label, mask)``."""
+        returning an iterator of this process's batches ``dict(image, label, mask)``;
+        ``tta``: with the test-time augmented evaluation step (``tta_eval_fn``)."""
+        evaluate = self._eval_tta if tta else self._eval
         if callable(eval_data):
             def batches():
                 for b in eval_data():
@@ -253,7 +266,7 @@ class Runner:
             items = ((xs, ys, ms, i) for i in range(xs.shape[0]))
         m, gathered = None, {}
         for xs, ys, ms, i in items:
-            mi = self._eval(params, stats, xs, ys, ms, i)
+            mi = evaluate(params, stats, xs, ys, ms, i)
             for k in [k for k in mi if k.startswith("_")]:
                 gathered.setdefault(k, []).append(np.asarray(jax.device_get(mi.pop(k))))
             m = mi if m is None else jax.tree.map(jnp.add, m, mi)

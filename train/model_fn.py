@@ -16,8 +16,9 @@ import optax
 from flax import nnx
 
 from fsjax import ops
-from fsjax.data.augment import normalize, random_crop_flip
+from fsjax.data.augment import normalize, random_crop_flip, tta_logits
 from fsjax.nn import dropout_key
+from fsjax.optim import lookahead_sync
 
 
 def _fill(template, pure):
@@ -87,31 +88,46 @@ def _loss_fn(fn, c, stats, x, labels, key, param_transform):
     return loss_fn
 
 
-def _augment(c, key, images, mean, std, dtype):
+def _augment(c, key, images, mean, std, dtype, odd_epoch=None):
+    """Crop/flip/cutout; with ``augment.alternate_flip`` the images (mirrored in a seeded half
+    once, by the trainer) are all mirrored on odd epochs instead of a random flip."""
     a = c.augment
-    x = random_crop_flip(key, images, a.crop_padding, a.flip, a.cutout)
+    alternate = a.get("alternate_flip", False)
+    x = random_crop_flip(key, images, a.crop_padding, a.flip and not alternate, a.cutout,
+                         a.get("pad_mode", "constant"))
+    if alternate and a.flip:
+        x = jnp.where(odd_epoch, x[:, :, ::-1, :], x)
     return normalize(x, mean, std, dtype)
 
 
 def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Callable | None = None,
-                    labels_tree=None):
+                    labels_tree=None, steps_per_epoch: int = 0):
     """``step(ts, images_u8, labels, key) -> (ts, metrics)``; ``ts`` = dict(params, stats, opt,
-    step). ``param_transform`` (e.g. QAT fake-quant) is applied to the parameters in the
-    forward pass only.
+    step[, slow]). ``param_transform`` (e.g. QAT fake-quant) is applied to the parameters in
+    the forward pass only. ``steps_per_epoch`` gives the epoch (alternate flips) and the total
+    steps (the lookahead's schedule, ``c.lookahead``: ``ts['slow']`` holds its slow copy of
+    the parameters and batch statistics).
 
     With ``c.nas.search`` (first-order DARTS) each example is a pair ``(train-half image,
     val-half image)``: weights get the gradient of the train-half loss, alphas and DFS
     locations (``labels_tree`` 'arch'/'locations') that of the val-half loss, both at the
     current parameters."""
 
+    la = c.get("lookahead")
+    every = la.every if la is not None else 0
+    total = c.num_epochs * steps_per_epoch
+    if (every or c.augment.get("alternate_flip", False)) and not steps_per_epoch:
+        raise ValueError("make_train_step: lookahead / alternate flips need steps_per_epoch")
+
     def step(ts, images, labels, key):
         k_aug, k_drop, k_val = jax.random.split(key, 3)
+        odd = (ts["step"] // max(steps_per_epoch, 1)) % 2 == 1
         if c.nas.search:
-            xt = _augment(c, k_aug, images[:, 0], mean, std, dtype)
-            xv = _augment(c, k_val, images[:, 1], mean, std, dtype)
+            xt = _augment(c, k_aug, images[:, 0], mean, std, dtype, odd)
+            xv = _augment(c, k_val, images[:, 1], mean, std, dtype, odd)
             labels, lv = labels[:, 0], labels[:, 1]
         else:
-            xt = _augment(c, k_aug, images, mean, std, dtype)
+            xt = _augment(c, k_aug, images, mean, std, dtype, odd)
         grad = jax.value_and_grad(_loss_fn(fn, c, ts["stats"], xt, labels, k_drop,
                                            param_transform), has_aux=True)
         (loss, (logits, stats)), grads = grad(ts["params"])
@@ -124,24 +140,30 @@ def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Calla
         params = optax.apply_updates(ts["params"], updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         new = dict(params=params, stats=stats, opt=opt, step=ts["step"] + 1)
+        if every:
+            slow, fast = lookahead_sync(ts["slow"], dict(params=params, stats=stats),
+                                        new["step"], total, every, la.decay, la.power)
+            new.update(fast, slow=slow)
         return new, dict(loss=loss * labels.shape[0], correct=correct,
                          count=jnp.asarray(labels.shape[0], jnp.int32))
 
     return step
 
 
-def make_eval_step(fn: ModelFn, mean, std, dtype, tta_flip=False, param_transform=None):
-    """``eval(params, stats, images_u8, labels, mask) -> dict(loss, correct, count)`` sums."""
+def make_eval_step(fn: ModelFn, mean, std, dtype, tta: int = 0, param_transform=None):
+    """``eval(params, stats, images_u8, labels, mask) -> dict(loss, correct, count)`` sums;
+    ``tta``: test-time augmentation level (:func:`fsjax.data.augment.tta_logits`)."""
 
     def evaluate(params, stats, images, labels, mask):
         p = param_transform(params) if param_transform else params
         x = normalize(images, mean, std, dtype)
+
+        def apply(v):
+            out = fn.apply(p, stats, v, False)[0]
+            return out[0] if isinstance(out, tuple) else out
+
         with ops.inference_trace():  # no backward here: skip the CPU barrier (35% of a forward)
-            logits, _ = fn.apply(p, stats, x, False)
-            if isinstance(logits, tuple):
-                logits = logits[0]
-            if tta_flip:
-                logits = 0.5 * (logits + fn.apply(p, stats, x[:, :, ::-1, :], False)[0])
+            logits = tta_logits(apply, x, tta)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels) & mask
         return dict(loss=jnp.sum(loss * mask), correct=jnp.sum(correct),
@@ -150,13 +172,13 @@ def make_eval_step(fn: ModelFn, mean, std, dtype, tta_flip=False, param_transfor
     return evaluate
 
 
-def task_eval_step(model, fn: ModelFn, c, ds, mean, std, dtype, param_transform=None):
-    """``(eval_fn, eval_finish)`` for the task of ``ds``: classification (no finish), or
-    detection (boxes gathered for the mAP, :mod:`train.detect_fn`)."""
+def task_eval_step(model, fn: ModelFn, c, ds, mean, std, dtype, param_transform=None, tta=0):
+    """``(eval_fn, eval_finish)`` for the task of ``ds``: classification (no finish; ``tta``
+    views), or detection (boxes gathered for the mAP, :mod:`train.detect_fn`)."""
     if ds.task == "detect":
         from train import detect_fn
 
         return (detect_fn.make_eval_step(fn, c, mean, std, dtype, model.priors(),
                                          param_transform),
                 detect_fn.map_metrics(c, ds.test_labels, ds.num_classes))
-    return make_eval_step(fn, mean, std, dtype, c.tta_flip, param_transform), None
+    return make_eval_step(fn, mean, std, dtype, tta, param_transform), None

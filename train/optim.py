@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from fsjax.models.darts import ArchParam
-from fsjax.nn import Location, ShareWeight
+from fsjax.nn import BatchNorm, Location, ShareWeight
+from fsjax.optim import train_until
 
 
 def schedule(c, steps_per_epoch: int):
@@ -16,12 +20,15 @@ def schedule(c, steps_per_epoch: int):
 
     step: FSNet's decay (lr x factor at each decay point, fractions of training);
     cyclic: FSNet's restarts (the step schedule repeated ``cycles`` times; weights and
-    optimizer state carry over); cosine and onecycle (linear up, cosine down) with warm-up.
+    optimizer state carry over); cosine and onecycle (linear up, cosine down) with warm-up;
+    linear (airbench: linear warm-up, then linear to ``final_lr_fraction``). Warm-ups start
+    at ``warmup_start_fraction`` of the peak (onecycle: at 1/25).
     """
     s, lr = c.schedule, c.optimizer.lr
     total = c.num_epochs * steps_per_epoch
     warm = int(s.warmup_epochs * steps_per_epoch)
     final = lr * s.final_lr_fraction
+    start = lr * s.get("warmup_start_fraction", 0.0)
 
     def step_decay(length):
         bounds = {int(p * length): s.decay_factor for p in s.decay_points}
@@ -35,6 +42,8 @@ def schedule(c, steps_per_epoch: int):
         cycle = total // s.cycles
         one = step_decay(cycle)
         main = lambda t: one(jnp.minimum(t % cycle if cycle else t, cycle))
+    elif s.name == "linear":
+        main = optax.linear_schedule(lr, final, max(total - warm, 1))
     elif s.name == "cosine":
         main = optax.cosine_decay_schedule(lr, max(total - warm, 1), alpha=s.final_lr_fraction)
     elif s.name == "onecycle":
@@ -45,7 +54,7 @@ def schedule(c, steps_per_epoch: int):
     else:
         raise ValueError(f"config.schedule.name {s.name!r} is not valid")
     if warm:
-        return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+        return optax.join_schedules([optax.linear_schedule(start, lr, warm), main], [warm])
     return main
 
 
@@ -61,34 +70,59 @@ def _tx(name, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
     raise ValueError(f"optimizer {name!r} is not valid; valid: sgd, adam, adamw")
 
 
-def param_labels(model: nnx.Module):
-    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'arch') per parameter."""
+def param_labels(model: nnx.Module, frozen=None, norm_group: bool = False):
+    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'arch' | 'norm' |
+    'frozen@E') per parameter. ``frozen``: ``{glob on the parameter path: epoch}`` (paths
+    as ``layers/0/conv/kernel``),
+    trained before that epoch only (the first matching pattern wins); ``norm_group``:
+    BatchNorm scales and biases get the label 'norm'."""
     state = nnx.state(model, nnx.Param)
+    norms = {path for path, node in nnx.iter_graph(model) if isinstance(node, BatchNorm)}
 
-    def label(v):
+    def label(path, v):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        for pat, epoch in dict(frozen or {}).items():
+            if fnmatch.fnmatchcase(name, pat):
+                return f"frozen@{int(epoch)}"
         if isinstance(v, Location):
             return "locations"
         if isinstance(v, ShareWeight):
             return "share"
         if isinstance(v, ArchParam):
             return "arch"
+        if norm_group and tuple(getattr(k, "key", k) for k in path[:-1]) in norms:
+            return "norm"
         return "weights"
 
-    return nnx.to_pure_dict(jax.tree.map(label, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+    labels = jax.tree_util.tree_map_with_path(
+        label, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.to_pure_dict(labels)
+
+
+def _frozen(c) -> dict:
+    return dict(c.optimizer.get("frozen", None) or {})
 
 
 def make_optimizer(c, model: nnx.Module, steps_per_epoch: int):
     """optax transform over the model's pure-dict parameters; returns (tx, lr_schedule)."""
     o = c.optimizer
     lr = schedule(c, steps_per_epoch)
-    weights = _tx(o.name, lr, o.momentum, o.nesterov, o.weight_decay)
-    if o.grad_clip:
-        weights = optax.chain(optax.clip_by_global_norm(o.grad_clip), weights)
+    group = lambda scale: _tx(o.name, (lambda t: scale * lr(t)) if scale != 1 else lr,
+                              o.momentum, o.nesterov, o.weight_decay / scale)
+    clip = lambda tx: optax.chain(optax.clip_by_global_norm(o.grad_clip), tx) \
+        if o.grad_clip else tx
+    weights = clip(group(1.0))
+    norm_scale = o.get("norm_lr_scale", 1.0)
     txs = {"weights": weights,
+           # BatchNorm scales/biases at norm_lr_scale x the lr, the same decay per step
+           "norm": clip(group(norm_scale)),
            "locations": _tx(c.locations.optimizer, c.locations.lr),
            "share": _tx(c.share.optimizer, c.share.lr, weight_decay=c.share.weight_decay),
            # DARTS: Adam(3e-4, b1=0.5, b2=0.999) with weight decay 1e-3 on the alphas
            "arch": optax.chain(optax.add_decayed_weights(c.nas.arch_weight_decay),
                                optax.adam(c.nas.arch_lr, b1=0.5, b2=0.999))}
-    labels = param_labels(model)
+    for epoch in set(_frozen(c).values()):
+        txs[f"frozen@{int(epoch)}"] = train_until(weights, int(epoch) * steps_per_epoch) \
+            if epoch > 0 else optax.set_to_zero()
+    labels = param_labels(model, _frozen(c), not math.isclose(norm_scale, 1.0))
     return optax.multi_transform(txs, labels), lr

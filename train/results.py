@@ -14,6 +14,8 @@ def results_table(r: dict) -> str:
         ("config", r.get("config", "")),
         ("dataset", data + (f" SUBSET: {r['subset']}" if r.get("subset") else "")),
         (f"test {r.get('metric', 'accuracy')} (final)", f"{100 * r['accuracy']:.2f}%"),
+        *([(f"test accuracy with TTA level {r['tta']} (final)", f"{100 * r['tta_accuracy']:.2f}%")]
+          if "tta_accuracy" in r else []),
         (f"test {r.get('metric', 'accuracy')} (best)",
          f"{100 * r['best_accuracy']:.2f}% (epoch {r['best_epoch']})"),
         *([("COCO mAP@[.5:.95] (final)", f"{100 * r['coco_map']:.2f}%")]

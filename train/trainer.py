@@ -52,19 +52,15 @@ def build_model(c, num_classes: int, in_channels: int, dtype=None, layers=None,
 
 def _init_from_dense(model, workdir: str):
     """Start from a trained dense run: BN, FC and any same-shaped parameters are copied, conv
-    kernels are projected (FS/DFS: least-squares ``fs_project``; KS/WKS: group mean)."""
-    from fsjax.ops import fs_project, ks_project
+    kernels are projected (each kind's least-squares ``load_dense``: FS/DFS ``fs_project``,
+    KS/WKS the group mean)."""
     from train.eval import restore
 
     dense, _ = restore(workdir, "best")
     export.copy_matching(model, dense)
     src_layers = dict(export.conv_layers(dense))
     for path, layer in export.conv_layers(model):
-        k = src_layers[path].dense_kernel()
-        if layer.spec.kind in ("fs", "dfs"):
-            layer.fs[...] = fs_project(k, layer.spec.length, index=layer.spec.fs_table())
-        elif layer.spec.kind in ("ks", "wks"):
-            layer.kernel[...] = ks_project(k, layer.spec.groups, layer.spec.feature_group_count)
+        layer.load_dense(src_layers[path].dense_kernel())
     return model
 
 
@@ -124,6 +120,8 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
         dtype = compute_dtype(c)
         model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                   image_size=ds.image_shape[0])
+        if hasattr(model, "init_from_data") and ckpt_absent(workdir):
+            model.init_from_data(_init_images(c, ds))  # e.g. airbench's whitening conv
         if c.init_from and ckpt_absent(workdir):
             _init_from_dense(model, c.init_from)
         if c.init_weights and ckpt_absent(workdir):
@@ -193,7 +191,7 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
 
     n_train = _sizes(ds, train_xy[1])[0]
-    runner = _runner(model, fn, tx, c, ds, dtype, mesh, param_tf)
+    runner = _runner(model, fn, tx, c, ds, dtype, mesh, param_tf, steps)
     ts = jax.device_put(ts, runner.repl)
     end_epoch = c.num_epochs if stop_after_epochs is None else min(
         c.num_epochs, start_epoch + stop_after_epochs)
@@ -265,6 +263,9 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                        train_accuracy=acc["correct"] / acc["count"],
                        test_loss=ev["loss"], test_accuracy=ev["accuracy"])
             rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
+            if runner.has_tta and epoch + 1 == c.num_epochs:  # the final one
+                rec["test_accuracy_tta"] = runner.evaluate(ts["params"], ts["stats"], eval_data,
+                                                           tta=True)["accuracy"]
             el = bar.end_epoch(
                 f"loss {rec['train_loss']:.4f} test mAP@0.5 {100 * ev['accuracy']:.2f}%"
                 if ds.task == "detect" else f"loss {rec['train_loss']:.4f} train "
@@ -283,6 +284,23 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         partial.wait()
     records = log.records
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
+
+
+def _init_images(c, ds) -> np.ndarray:
+    """``config.data_init_examples`` training images (a seeded sample), normalised as the
+    model's input: what data-dependent initialisers (``model.init_from_data``) see."""
+    from fsjax.data.augment import normalize
+
+    n = c.get("data_init_examples", 5000)
+    if getattr(ds, "streaming", False):
+        from fsjax.data.stream import sample_images
+
+        x = sample_images(ds, n, c.seed)
+    else:
+        rows = np.random.default_rng(c.seed).choice(len(ds.train_labels),
+                                                    min(n, len(ds.train_labels)), replace=False)
+        x = ds.train_images[np.sort(rows)]
+    return np.asarray(normalize(jnp.asarray(x), ds.mean, ds.std))
 
 
 def _sizes(ds, train_labels=None) -> tuple[int, int]:
@@ -400,6 +418,10 @@ def _train_arrays(c, ds):
                              f"sets into memory)")
         return None, None
     if not c.nas.search:
+        if c.augment.flip and c.augment.get("alternate_flip", False):  # a seeded half, once
+            half = np.random.default_rng([c.seed, 1]).random(len(ds.train_labels)) < 0.5
+            return (np.where(half[:, None, None, None], ds.train_images[:, :, ::-1],
+                             ds.train_images), ds.train_labels)
         return ds.train_images, ds.train_labels
     perm = np.random.default_rng(c.seed).permutation(len(ds.train_labels))
     half = len(perm) // 2
@@ -421,6 +443,8 @@ def _setup(model, c, steps):
     tx, lr_fn = make_optimizer(c, model, steps)
     params, stats = ModelFn.initial(model)
     ts = dict(params=params, stats=stats, opt=tx.init(params), step=jnp.zeros((), jnp.int32))
+    if c.get("lookahead") is not None and c.lookahead.every:  # its slow copy
+        ts["slow"] = jax.tree.map(jnp.copy, dict(params=params, stats=stats))
     return fn, tx, lr_fn, ts
 
 
@@ -451,20 +475,27 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
     export.load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     freeze_dfs(model)
     fn2, tx, _, ts2 = _setup(model, c, steps)
-    old = {jax.tree_util.keystr(p): v for p, v in
-           jax.tree_util.tree_flatten_with_path(jax.device_get(ts["opt"]))[0]}
-    opt = jax.tree_util.tree_map_with_path(
-        lambda p, v: old.get(jax.tree_util.keystr(p), v)
-        if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, ts2["opt"])
-    ts2 = dict(ts2, opt=opt, step=ts["step"])
-    runner = _runner(model, fn2, tx, c, ds, dtype, mesh, param_tf)
+    def carry(new, prev):  # the previous state's arrays, by path, where the shapes agree
+        old = {jax.tree_util.keystr(p): v for p, v in
+               jax.tree_util.tree_flatten_with_path(jax.device_get(prev))[0]}
+        return jax.tree_util.tree_map_with_path(
+            lambda p, v: old.get(jax.tree_util.keystr(p), v)
+            if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, new)
+
+    ts2 = dict(ts2, opt=carry(ts2["opt"], ts["opt"]), step=ts["step"])
+    if "slow" in ts2:
+        ts2["slow"] = carry(ts2["slow"], ts["slow"])
+    runner = _runner(model, fn2, tx, c, ds, dtype, mesh, param_tf, steps)
     return model, fn2, tx, jax.device_put(ts2, runner.repl), runner
 
 
-def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
+def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf, steps) -> Runner:
     """The epoch runner with the task's steps: classification, or detection (multibox loss,
     mAP@0.5 as the test metric)."""
     eval_fn, finish = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, param_tf)
+    tta = c.get("tta", 0)
+    tta_fn = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, param_tf, tta)[0] \
+        if tta and ds.task != "detect" else None
     if ds.task == "detect":
         from train import detect_fn
 
@@ -477,9 +508,10 @@ def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf) -> Runner:
         if getattr(ds, "streaming", False):  # the stream crops and flips on the host
             c = c.copy_and_resolve_references()
             c.augment.crop_padding, c.augment.flip, c.augment.cutout = 0, False, 0
-        step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf, param_labels(model))
+        step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf, param_labels(model),
+                               steps)
     return Runner(step, eval_fn, mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
-                  eval_finish=finish)
+                  eval_finish=finish, tta_eval_fn=tta_fn)
 
 
 def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
@@ -555,6 +587,8 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
              images_per_s=ips, wall_s=time.perf_counter() - t_start,
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
              compute_dtype=str(compute_dtype(c)), **totals)
+    if records and "test_accuracy_tta" in records[-1]:
+        r["tta_accuracy"], r["tta"] = records[-1]["test_accuracy_tta"], c.tta
     if ds.task == "detect":
         r["metric"] = f"mAP@0.5 ({c.detection.map_method})"
         r.update({k[5:]: v for k, v in (records[-1] if records else {}).items()

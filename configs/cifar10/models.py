@@ -52,5 +52,5 @@ def get_config(arg: str = "resnet56,fs4"):
         c.schedule.name = "onecycle"
         c.schedule.warmup_epochs = 6
         c.label_smoothing = 0.1
-        c.tta_flip = True
+        c.tta = 1
     return c

@@ -4,6 +4,8 @@ Names (``MODELS``): resnet8/14/20/32/44/56/110 (CIFAR, basic; ``widths``, ``dept
 resnet164 (CIFAR, bottleneck), resnet18/34/50 (``stem='imagenet'|'cifar'``, ``depths``,
 ``widths``; resnet50 ``stride_on='1x1'`` Caffe / ``'3x3'`` torchvision), vgg16
 (``variant='cifar'|'imagenet'``, ``widths``, ``head='fc'|'linear'|'gap'``, ``fc_width``),
+airbench (the fast wide CIFAR network of airbench94: ``widths``, ``logit_scale``, ...;
+:class:`AirbenchNet`),
 mobilenet_v1 (``width``, ``stem_stride``), densenet_bc100 (``depth``, ``growth``),
 darts_search (``cells``, ``channels``), darts_eval (``genotype``, ``cells``, ``channels``,
 ``auxiliary``, ``drop_path``), ssd (detector: ``backbone``, ``backbone_kw``, ``image_size``,
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from flax import nnx
 
+from fsjax.models.airbench import AirbenchNet
 from fsjax.models.darts import DartsEval, DartsSearch
 from fsjax.models.densenet import DenseNetBC
 from fsjax.models.layers import ConvBN, ConvFactory, batch_norm
@@ -23,7 +26,7 @@ from fsjax.models.ssd import SSD
 from fsjax.models.vgg import VGG
 
 __all__ = ["MODELS", "create", "arch_name", "ConvFactory", "ConvBN", "batch_norm", "ResNet", "VGG",
-           "MobileNetV1", "DenseNetBC", "SSD"]
+           "MobileNetV1", "DenseNetBC", "SSD", "AirbenchNet"]
 
 
 def _cifar_resnet(default_depth, bottleneck=False):
@@ -60,6 +63,7 @@ MODELS = {
     "resnet34": _resnet("basic", (3, 4, 6, 3)),
     "resnet50": _resnet("bottleneck", (3, 4, 6, 3)),
     "vgg16": lambda num_classes, **kw: VGG(num_classes, **kw),
+    "airbench": lambda num_classes, **kw: AirbenchNet(num_classes, **kw),
     "mobilenet_v1": lambda num_classes, **kw: MobileNetV1(num_classes, **kw),
     "darts_search": lambda num_classes, **kw: DartsSearch(num_classes, **kw),
     "ssd": lambda num_classes, **kw: SSD(num_classes, **kw),
@@ -133,7 +137,8 @@ def _defaults(name: str) -> dict:
 
     out = {}
     targets = [MODELS.get(name)]
-    targets += [c for c in (ResNet, VGG, MobileNetV1, DenseNetBC, DartsSearch, DartsEval)
+    targets += [c for c in (ResNet, VGG, MobileNetV1, DenseNetBC, DartsSearch, DartsEval,
+                            AirbenchNet)
                 if c.__name__.lower().startswith(name[:3])]
     for t in filter(None, targets):
         for p in inspect.signature(t).parameters.values():

@@ -133,6 +133,19 @@ class _Conv(nnx.Module):
         """The equivalent dense kernel ``(*kernel_size, in // feature_groups, out)`` (unmasked)."""
         return self.spec.materialize(self._stored(), **self._extra())
 
+    def load_dense(self, kernel) -> None:
+        """Set the stored weights to the least-squares fit of a dense kernel ``(*kernel_size,
+        in // feature_groups, out)``: the kernel itself for a dense conv; the layer's
+        projection for the compressed kinds (bias untouched)."""
+        kernel = jnp.asarray(kernel)
+        if tuple(kernel.shape) != self.spec.kernel_shape:
+            raise ValueError(f"{type(self).__name__} {self.spec.name}: load_dense needs a kernel "
+                             f"of shape {self.spec.kernel_shape}; got {tuple(kernel.shape)}")
+        self._load_dense(kernel.astype(jnp.float32))
+
+    def _load_dense(self, kernel):
+        self.kernel[...] = kernel.astype(self.param_dtype)
+
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
         promote = None if self.promote_dtype is _DEFAULT_PROMOTE else self.promote_dtype
         conv_fn = (None if self.conv_general_dilated is lax.conv_general_dilated
@@ -175,6 +188,10 @@ class FSConv(_Conv):
     def _stored(self):
         return self.fs[...]
 
+    def _load_dense(self, kernel):
+        self.fs[...] = ops.fs_project(kernel, self.spec.length, index=self.spec.fs_table()
+                                      ).astype(self.param_dtype)
+
     @classmethod
     def from_dense(cls, conv, compression=4.0, *, rngs=None, **kw) -> FSConv:
         """Least-squares FS layer (:func:`fsjax.ops.fs_project`) from a dense conv's kernel."""
@@ -209,6 +226,11 @@ class DFSConv(_Conv):
 
     def _stored(self):
         return self.fs[...]
+
+    def _load_dense(self, kernel):  # at the current locations, rounded
+        index = ops.fs_index(self.spec.kernel_shape, self.spec.length, self.rounded_offsets())
+        self.fs[...] = ops.fs_project(kernel, self.spec.length, index=np.asarray(index)
+                                      ).astype(self.param_dtype)
 
     def _extra(self):
         return {"locations": self.location_values()}
@@ -256,6 +278,12 @@ class KSConv(_Conv):
 
     def _extra(self):
         return {"alpha": None if self.alpha is None else self.alpha[...]}
+
+    def _load_dense(self, kernel):  # the group means, with the channel weights at 1
+        self.kernel[...] = ops.ks_project(kernel, self.spec.groups,
+                                          self.spec.feature_group_count).astype(self.param_dtype)
+        if self.alpha is not None:
+            self.alpha[...] = jnp.ones_like(self.alpha[...])
 
 
 def _signature(cls, **options):

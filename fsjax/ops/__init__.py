@@ -40,7 +40,7 @@ from fsjax.ops.fs import (
     fs_project,
     fs_taps,
 )
-from fsjax.ops.init import fan_in_normal
+from fsjax.ops.init import fan_in_normal, identity_kernel, whitening_kernel
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
@@ -101,6 +101,8 @@ __all__ = [
     "dfs_kernel",
     "dfs_locations",
     "fan_in_normal",
+    "identity_kernel",
+    "whitening_kernel",
     "fold_batch_norm",
     "fs_index",
     "fs_kernel",

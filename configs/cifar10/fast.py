@@ -1,0 +1,79 @@
+"""The fast CIFAR-10 network and recipe (airbench94, arXiv 2404.00498): every conv kind on it.
+
+``configs/cifar10/fast.py:<variant>[,<seed>]`` with variant dense, fs<rho>, dfs<rho>, ks<g> or
+wks<g> (configs/variants.py; seed 0 by default); ``compress,<step>[,<step>...]`` is the dense
+recipe with ``train.compress`` steps (``thinet:0.5``, ``fs:4``, ``quant:8``, ...) that each
+fine-tune ``FINETUNE_EPOCHS`` epochs with the same recipe at ``FINETUNE_LR`` of its lr.
+
+Network: ``fsjax.models.create('airbench')`` (:class:`fsjax.models.AirbenchNet`): a 2x2
+whitening conv 3->24 (set from the eigenvectors of 5,000 training images' patch covariance and
+frozen; its bias trains for 3 epochs), three conv-pool-BN-GELU / conv-BN-GELU blocks of widths
+64/256/256 (BatchNorm without a scale, momentum 0.6), max-pool 3, a linear head, logits x 1/9;
+convs start from a partial identity. 1.97M weights, 118M MACs per image. The 3x3 convs take
+the variant's kind; the whitening conv stays dense.
+
+Recipe (airbench94's, on this repo's CIFAR-10 JPEG copy): batch 1024, 10 epochs (airbench: 9.9),
+label smoothing 0.2, Nesterov SGD momentum 0.85 with airbench's decoupled lr 11.5 and weight
+decay 0.0153 per 1024 examples, i.e. lr 1.5 on the mean loss and an L2 coefficient
+0.0153/11.5 (BatchNorm biases at 64x the lr with the same decay per step); lr linear from 0.2x
+to 1x over 23% of training, then linear to 0.07x; lookahead every 5 steps (decay
+0.95^5 (t/T)^3, the weights and BatchNorm statistics; the result is the slow copy); a seeded
+half of the images mirrored once and all of them on odd epochs, random 2-pixel translations of
+the reflect-padded images; evaluation without TTA each epoch and with airbench's TTA (mirror +
+1-pixel translations, 6 views) at the end; float32 on the CPU.
+
+Command (the whole table, resumable: ``python -m benchmarks.cifar_table --table fast``)::
+
+    python -m train.main --config configs/cifar10/fast.py:fs4 --workdir runs/fast/fs4-s0
+
+Cost and result: docs/results.md ("CIFAR-10, the fast network"), with the measured time of
+each row on the 2-core CPU.
+"""
+
+from configs.compress.models import add_compress
+from configs.variants import apply_variant
+from train.configlib import base
+
+EPOCHS = 10
+FINETUNE_EPOCHS = 3
+FINETUNE_LR = 0.1   # of the recipe's peak lr
+MOMENTUM = 0.85
+LR_DECOUPLED, WD_DECOUPLED = 11.5, 0.0153   # airbench's, per 1024 examples
+
+
+def get_config(arg: str = "dense"):
+    variant, _, rest = arg.partition(",")
+    if variant == "compress":
+        c = get_config("dense")
+        return add_compress(c, tuple(rest.split(",")), FINETUNE_EPOCHS,
+                            FINETUNE_LR * c.optimizer.lr)
+    c = base()
+    c.dataset = "cifar10"
+    c.model = "airbench"
+    apply_variant(c, variant or "dense")
+    c.seed = int(rest or 0)
+    c.num_epochs = EPOCHS
+    c.batch_size = 1024
+    c.eval_batch_size = 1000
+    c.label_smoothing = 0.2
+    c.optimizer.name = "sgd"
+    c.optimizer.nesterov = True
+    c.optimizer.momentum = MOMENTUM
+    # airbench's decoupled form -> the mean-loss lr and the L2 coefficient of optax's SGD
+    c.optimizer.lr = LR_DECOUPLED * c.batch_size / 1024 / (1 + 1 / (1 - MOMENTUM))
+    c.optimizer.weight_decay = WD_DECOUPLED / LR_DECOUPLED
+    c.optimizer.norm_lr_scale = 64.0
+    c.optimizer.frozen = {"whiten/kernel": 0, "whiten/bias": 3}
+    c.schedule.name = "linear"
+    c.schedule.warmup_epochs = 0.23 * EPOCHS
+    c.schedule.warmup_start_fraction = 0.2
+    c.schedule.final_lr_fraction = 0.07
+    c.lookahead.every = 5
+    c.augment.crop_padding = 2
+    c.augment.pad_mode = "reflect"
+    c.augment.flip = True
+    c.augment.alternate_flip = True
+    c.tta = 2
+    if c.conv.kind == "dfs":  # DFSNet: locations learned, rounded to FS for the last epochs
+        c.locations.freeze_epoch = EPOCHS - 2
+    return c
