@@ -1,21 +1,26 @@
-"""The CPU CIFAR-10 table: train every variant of ``configs/cifar10/table.py``, then report.
+"""The CPU CIFAR-10 tables: train every variant of a table's config, then report.
 
-    python -m benchmarks.cifar_table [--root runs/table] [--lanes 2] [--only NAME,...]
-    python -m benchmarks.cifar_table --report [--docs docs]
+    python -m benchmarks.cifar_table [--table resnet8|fast] [--root DIR] [--lanes 2]
+        [--only NAME,...]
+    python -m benchmarks.cifar_table [--table ...] --report [--docs docs]
 
-Runs the jobs below ``--lanes`` at a time, each pinned to its own CPU core with single-threaded
-XLA (:mod:`benchmarks.jobs`: resumable, a job runs once its inputs are done, each start's
+Tables (:data:`TABLES`): ``resnet8`` (``configs/cifar10/table.py``, the small-network table)
+and ``fast`` (``configs/cifar10/fast.py``, the airbench94-shaped network). Runs a table's jobs
+``--lanes`` at a time, each pinned to its own CPU core with single-threaded XLA
+(:mod:`benchmarks.jobs`: resumable, a job runs once its inputs are done, each start's
 revision recorded). Each finished job's row and curve are kept in ``benchmarks/records/
-cifar_table/NAME.json`` (committed); a re-run runs only the jobs not recorded there, and the
+<records>/NAME.json`` (committed); a re-run runs only the jobs not recorded there, and the
 report takes each row from ``--root`` where the job ran there, else from its record.
 
-``--report`` prints the markdown table of docs/results.md ("CIFAR-10 on the CPU") from the
-finished jobs, writes ``ROOT/table.json``, the accuracy-vs-bytes plot with its Pareto front
-and the dense / FS / DFS training curves (PNG, into ``--docs``).
+``--report`` prints the markdown table of docs/results.md from the finished jobs, writes
+``ROOT/table.json``, the accuracy-vs-bytes plot with its Pareto front and the dense / FS / DFS
+training curves (PNG, into ``--docs``).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -23,30 +28,54 @@ import sys
 
 from benchmarks import jobs
 
-TABLE = "configs/cifar10/table.py"
+RECORDS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records")
 
 
-def _train(variant, seed=0):
-    return [sys.executable, "-m", "train.main", "--config", f"{TABLE}:{variant},{seed}"]
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One table: its jobs (name -> (inputs, command); ``{root}``/``{workdir}`` filled in; order
+    = priority), the rows in table order, the jobs that are not rows, where its records live,
+    its default run root and its figures."""
+
+    name: str
+    jobs: dict
+    order: tuple
+    not_rows: tuple
+    records: str
+    root: str
+    pareto_png: str
+    curves_png: str
+    network: str  # for titles: "ResNet-8", ...
+
+    def record_path(self, name: str) -> str:
+        return os.path.join(self.records, f"{name}.json")
 
 
-def _compress(step, source):
-    return [sys.executable, "-m", "train.compress", "--config", f"{TABLE}:compress,{step}",
+def _train(config, variant, seed=0):
+    return [sys.executable, "-m", "train.main", "--config", f"{config}:{variant},{seed}"]
+
+
+def _compress(config, step, source):
+    return [sys.executable, "-m", "train.compress", "--config", f"{config}:compress,{step}",
             f"--config.compress.source={{root}}/{source}"]
 
 
-# name -> (inputs, command; "{root}" and "{workdir}" are filled in). Order = priority. The
-# conversions start from the seed-1 runs: seed 0's run directories were not kept (see RECORDS).
-JOBS = {
-    "dense-s1": ((), _train("dense", 1)),
-    "fs4-s1": ((), _train("fs4", 1)),
-    "fs4-ptq8": (("fs4-s1",), _compress("quant:8", "fs4-s1")),
+def _torch(recipe):
+    return [sys.executable, "-m", "benchmarks.torch_cifar_reference", "--recipe", recipe,
+            "--workdir", "{workdir}"]
+
+
+R8 = "configs/cifar10/table.py"
+# The conversions start from the seed-1 runs: seed 0's run directories were not kept.
+RESNET8_JOBS = {
+    "dense-s1": ((), _train(R8, "dense", 1)),
+    "fs4-s1": ((), _train(R8, "fs4", 1)),
+    "fs4-ptq8": (("fs4-s1",), _compress(R8, "quant:8", "fs4-s1")),
     # the dense row's independent reference: the same ResNet-8 and recipe in PyTorch
-    "torch-dense": ((), [sys.executable, "-m", "benchmarks.torch_cifar_reference",
-                         "--workdir", "{workdir}"]),
-    "fs4-proj": (("dense-s1",), _compress("fs:4", "dense-s1")),
-    "fs4-qat4": (("fs4-s1",), _compress("quant:4", "fs4-s1")),
-    "thinet50": (("dense-s1",), _compress("thinet:0.5", "dense-s1")),
+    "torch-dense": ((), _torch("resnet8")),
+    "fs4-proj": (("dense-s1",), _compress(R8, "fs:4", "dense-s1")),
+    "fs4-qat4": (("fs4-s1",), _compress(R8, "quant:4", "fs4-s1")),
+    "thinet50": (("dense-s1",), _compress(R8, "thinet:0.5", "dense-s1")),
     # DFSNet NAS: a small first-order DARTS search (DFS rho=4 supernet, 3 cells, 8 channels,
     # 5 candidate ops, 4,000 training images split in halves, 4 epochs; a step of the 5-cell
     # supernet took 21 s on one core: 10,000 images x 8 epochs would have taken 3.6 hours),
@@ -58,35 +87,62 @@ JOBS = {
         "'dil_conv_3x3')\"", "--config.num_epochs=4", "--config.data_limit=4000",
         "--config.eval_limit=2000", "--workdir", "{workdir}", "&&", sys.executable, "-m",
         "train.nas", "--workdir", "{workdir}", "--cells", "5", "--channels", "16"])]),
-    "fs8-s0": ((), _train("fs8")),
-    "wks4-s0": ((), _train("wks4")),
-    "dfs4-s0": ((), _train("dfs4")),
+    "fs8-s0": ((), _train(R8, "fs8")),
+    "wks4-s0": ((), _train(R8, "wks4")),
+    "dfs4-s0": ((), _train(R8, "dfs4")),
     "nas-eval": (("nas-search",), [sys.executable, "-m", "train.main", "--config",
-                                    f"{TABLE}:darts,{{root}}/nas-search/genotype.json"]),
-    "dense-s0": ((), _train("dense")),
-    "fs4-s0": ((), _train("fs4")),
-    "fs2-s0": ((), _train("fs2")),
+                                    f"{R8}:darts,{{root}}/nas-search/genotype.json"]),
+    "dense-s0": ((), _train(R8, "dense")),
+    "fs4-s0": ((), _train(R8, "fs4")),
+    "fs2-s0": ((), _train(R8, "fs2")),
 }
-ORDER = ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "wks4-s0",
-         "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "nas-eval")  # the table's rows
-NOT_ROWS = ("nas-search", "torch-dense")
 
-# A finished job's row, curve (and the search's genotype) are kept here, committed: a run
-# directory does not outlive the machine it ran on, and the table is filled over sessions.
-RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "cifar_table")
+FAST = "configs/cifar10/fast.py"
+# The conversions start from the seed-0 runs (run them in the session that trains those).
+FAST_JOBS = {
+    "torch-dense": ((), _torch("airbench")),
+    "dense-s0": ((), _train(FAST, "dense")),
+    "fs4-s0": ((), _train(FAST, "fs4")),
+    "thinet50": (("dense-s0",), _compress(FAST, "thinet:0.5", "dense-s0")),
+    "fs4-ptq8": (("fs4-s0",), _compress(FAST, "quant:8", "fs4-s0")),
+    "fs4-qat4": (("fs4-s0",), _compress(FAST, "quant:4", "fs4-s0")),
+    # ThiNet -> FS -> 8 bits: aimed at the smallest model within 1 point of dense
+    "small": (("dense-s0",), _compress(FAST, "thinet:0.5,fs:4,quant:8", "dense-s0")),
+    "dfs4-s0": ((), _train(FAST, "dfs4")),
+    "fs2-s0": ((), _train(FAST, "fs2")),
+    "fs8-s0": ((), _train(FAST, "fs8")),
+    "wks4-s0": ((), _train(FAST, "wks4")),
+    "ks4-s0": ((), _train(FAST, "ks4")),
+    "dense-s1": ((), _train(FAST, "dense", 1)),
+    "fs4-s1": ((), _train(FAST, "fs4", 1)),
+}
+
+TABLES = {
+    "resnet8": Table(
+        "resnet8", RESNET8_JOBS,
+        ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "wks4-s0",
+         "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "nas-eval"),
+        ("nas-search", "torch-dense"), os.path.join(RECORDS_DIR, "cifar_table"), "runs/table",
+        "cifar_cpu_pareto.png", "cifar_cpu_curves.png", "ResNet-8"),
+    "fast": Table(
+        "fast", FAST_JOBS,
+        ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
+         "wks4-s0", "thinet50", "fs4-ptq8", "fs4-qat4", "small"),
+        ("torch-dense",), os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
+        "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
+}
+RESNET8 = TABLES["resnet8"]
+# the ResNet-8 table's names, as before the fast table existed
+JOBS, ORDER, NOT_ROWS, RECORDS = RESNET8.jobs, RESNET8.order, RESNET8.not_rows, RESNET8.records
 
 
-def _record_path(name: str) -> str:
-    return os.path.join(RECORDS, f"{name}.json")
-
-
-def recorded(name: str) -> dict | None:
-    path = _record_path(name)
+def recorded(name: str, t: Table = RESNET8) -> dict | None:
+    path = t.record_path(name)
     return _json(path) if os.path.exists(path) else None
 
 
-def record(root: str, name: str) -> None:
-    """Keep the finished job ``root/name``'s table row and test curve in ``RECORDS``."""
+def record(root: str, name: str, t: Table = RESNET8) -> None:
+    """Keep the finished job ``root/name``'s table row and test curve in ``t.records``."""
     from train.results import write_json
 
     d = os.path.join(root, name)
@@ -102,13 +158,13 @@ def record(root: str, name: str) -> None:
     curve = _run_curve(d)
     if curve:
         rec["curve"] = curve
-    os.makedirs(RECORDS, exist_ok=True)
-    write_json(_record_path(name), rec)
+    os.makedirs(t.records, exist_ok=True)
+    write_json(t.record_path(name), rec)
 
 
-def _restore_search(root: str) -> None:
+def _restore_search(root: str, t: Table) -> None:
     """A recorded search is all its network needs (the genotype): put it back under root."""
-    rec = recorded("nas-search")
+    rec = recorded("nas-search", t)
     d = os.path.join(root, "nas-search")
     if rec and not jobs.done(root, "nas-search"):
         from train.results import write_json
@@ -119,18 +175,18 @@ def _restore_search(root: str) -> None:
                                                       revision="(restored from its record)"))
 
 
-def pending(root: str) -> list[str]:
+def pending(root: str, t: Table = RESNET8) -> list[str]:
     """The jobs still to run: those neither recorded nor done under ``root``, and the inputs
     they need that ``root`` lacks (a recorded input is run again for its checkpoint; a
     recorded search is restored from its record instead)."""
-    need = [n for n in JOBS if not recorded(n) and not jobs.done(root, n)]
+    need = [n for n in t.jobs if not recorded(n, t) and not jobs.done(root, n)]
     if "nas-eval" in need:
-        _restore_search(root)
+        _restore_search(root, t)
     i = 0
     while i < len(need):
-        need += [d for d in JOBS[need[i]][0] if d not in need and not jobs.done(root, d)]
+        need += [d for d in t.jobs[need[i]][0] if d not in need and not jobs.done(root, d)]
         i += 1
-    return [n for n in JOBS if n in need]
+    return [n for n in t.jobs if n in need]
 
 
 # ---------------------------------------------------------------------------- report
@@ -164,27 +220,29 @@ def _row(root: str, name: str) -> dict:
                                                                             "results.json"))]
         ips = [_json(os.path.join(t, "results.json"))["images_per_s"] for t in train]
         row["wall_s"] = jobs.train_seconds(train)
-        row.update(accuracy=last["accuracy"], stored_params=last["stored_params"],
+        row.update(accuracy=last["accuracy"], tta_accuracy=last.get("tta_accuracy"),
+                   stored_params=last["stored_params"],
                    dense_params=last["dense_params"], effective_params=last["effective_params"],
                    macs=last["macs"], export_bytes=last["export_bytes"],
                    images_per_s=statistics.median(ips) if ips else None)
     else:
         r = _json(os.path.join(d, "results.json"))
         row["wall_s"] = jobs.train_seconds([d])
-        row.update(accuracy=r["accuracy"], stored_params=r["stored_params"],
+        row.update(accuracy=r["accuracy"], tta_accuracy=r.get("tta_accuracy"),
+                   stored_params=r["stored_params"],
                    dense_params=r["dense_params"], effective_params=float(r["stored_params"]),
                    macs=r["macs"], export_bytes=_export_bytes(d), images_per_s=r["images_per_s"],
                    subset=r.get("subset"), epochs=r["epochs"])
     return row
 
 
-def _search_line(root: str) -> str:
+def _search_line(root: str, t: Table) -> str:
     """The DARTS search's cost and genotype (``train.nas``'s genotype.json), one paragraph."""
     path = os.path.join(root, "nas-search", "genotype.json")
     if os.path.exists(path):
         g = _json(path)
-    elif recorded("nas-search"):
-        g = recorded("nas-search")["genotype"]
+    elif recorded("nas-search", t):
+        g = recorded("nas-search", t)["genotype"]
     else:
         return ""
     cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
@@ -194,73 +252,88 @@ def _search_line(root: str) -> str:
             f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
 
 
-def _reference_line(root: str) -> str:
+def _reference_line(root: str, t: Table) -> str:
     """The PyTorch reference of the dense row (``benchmarks.torch_cifar_reference``)."""
     path = os.path.join(root, "torch-dense", "results.json")
-    r = _json(path) if jobs.done(root, "torch-dense") else recorded("torch-dense")
+    r = _json(path) if jobs.done(root, "torch-dense") else recorded("torch-dense", t)
     if not r:
         return ""
-    return (f"PyTorch reference (same ResNet-8 and recipe, {r['framework']}, "
-            f"{r['threads']} thread): {100 * r['accuracy']:.2f}% after {r['epochs']} epochs, "
-            f"{r['images_per_s']:.0f} train images/s")
+    tta = (f" ({100 * r['tta_accuracy']:.2f}% with TTA)" if r.get("tta_accuracy") is not None
+           else "")
+    return (f"PyTorch reference (same {t.network} and recipe, {r['framework']}, "
+            f"{r['threads']} thread): {100 * r['accuracy']:.2f}%{tta} after {r['epochs']} "
+            f"epochs, {r['images_per_s']:.0f} train images/s")
 
 
-def _rows(root: str) -> list[dict]:
-    """Each finished job's row: from ``root`` where it ran there, else from ``RECORDS``."""
+def _rows(root: str, t: Table) -> list[dict]:
+    """Each finished job's row: from ``root`` where it ran there, else from ``t.records``."""
     rows = []
-    for n in JOBS:
-        if n in NOT_ROWS:
+    for n in t.jobs:
+        if n in t.not_rows:
             continue
         if jobs.done(root, n):
             rows.append(_row(root, n))
-        elif recorded(n):
-            rows.append(recorded(n))
+        elif recorded(n, t):
+            rows.append(recorded(n, t))
     return rows
 
 
-def report(root: str, docs: str) -> int:
-    rows = _rows(root)
+def report(root: str, docs: str, t: Table = RESNET8) -> int:
+    rows = _rows(root, t)
     if not rows:
-        print(f"error: no finished job under {root} or {RECORDS}; run python -m "
-              "benchmarks.cifar_table first", file=sys.stderr)
+        print(f"error: no finished job under {root} or {t.records}; run python -m "
+              f"benchmarks.cifar_table --table {t.name} first", file=sys.stderr)
         return 2
     from train.results import write_json
 
     os.makedirs(root, exist_ok=True)
     write_json(os.path.join(root, "table.json"), rows)
-    print(format_table(rows))
+    print(format_table(rows, t))
     print("\nCommands (each row's run directory under --root):\n")
     print("\n".join(f"- {r['name']}: `{r['command']}`" for r in sorted(
-        rows, key=lambda r: ORDER.index(r["name"]))))
-    if _search_line(root):
-        print("\n" + _search_line(root))
-    if _reference_line(root):
-        print("\n" + _reference_line(root))
-    missing = [n for n in JOBS if not jobs.done(root, n) and not recorded(n)]
+        rows, key=lambda r: t.order.index(r["name"]))))
+    if _search_line(root, t):
+        print("\n" + _search_line(root, t))
+    if _reference_line(root, t):
+        print("\n" + _reference_line(root, t))
+    missing = [n for n in t.jobs if not jobs.done(root, n) and not recorded(n, t)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
     os.makedirs(docs, exist_ok=True)
     from fsjax.report.pareto import plot
 
-    plot([dict(r, label=r["name"]) for r in rows if not r["name"].endswith("-s1")],
-         os.path.join(docs, "cifar_cpu_pareto.png"))
-    curves(root, os.path.join(docs, "cifar_cpu_curves.png"))
+    plot([dict(r, label=r["name"], accuracy=_headline(r)) for r in rows
+          if not r["name"].endswith("-s1")], os.path.join(docs, t.pareto_png))
+    curves(root, os.path.join(docs, t.curves_png), t)
     return 0
 
 
-def format_table(rows: list[dict]) -> str:
+def _headline(r: dict) -> float:
+    """The accuracy a row is compared by: with TTA where the row has it."""
+    return r["tta_accuracy"] if r.get("tta_accuracy") is not None else r["accuracy"]
+
+
+def _accuracy_cell(r, twin, key) -> str:
+    accs = [100 * x[key] for x in ([r, twin] if twin else [r]) if x.get(key) is not None]
+    if len(accs) == 2:
+        return f"{statistics.mean(accs):.2f} ({accs[0]:.2f} / {accs[1]:.2f})"
+    return f"{accs[0]:.2f}" if accs else "-"
+
+
+def format_table(rows: list[dict], t: Table = RESNET8) -> str:
     by = {r["name"]: r for r in rows}
-    rows = sorted(rows, key=lambda r: ORDER.index(r["name"]))
-    out = ["| variant | top-1 % | stored | dense-eq. | effective | export bytes | MACs | "
-           "train img/s | wall | revision |", "|" + " --- |" * 10]
+    rows = sorted(rows, key=lambda r: t.order.index(r["name"]))
+    tta = any(r.get("tta_accuracy") is not None for r in rows)
+    out = ["| variant | top-1 %" + (" | top-1 % TTA" if tta else "") + " | stored | "
+           "dense-eq. | effective | export bytes | MACs | train img/s | wall | revision |",
+           "|" + " --- |" * (11 if tta else 10)]
     for r in rows:
         if r["name"].endswith("-s1"):
             continue
-        acc = f"{100 * r['accuracy']:.2f}"
         twin = by.get(r["name"][:-1] + "1") if r["name"].endswith("-s0") else None
-        if twin:
-            accs = [100 * r["accuracy"], 100 * twin["accuracy"]]
-            acc = f"{statistics.mean(accs):.2f} ({accs[0]:.2f} / {accs[1]:.2f})"
+        acc = _accuracy_cell(r, twin, "accuracy")
+        if tta:
+            acc += " | " + _accuracy_cell(r, twin, "tta_accuracy")
         both = [r, twin] if twin else [r]
         ips = " / ".join(f"{x['images_per_s']:.0f}" for x in both if x.get("images_per_s"))
         wall = " / ".join(f"{x['wall_s'] / 60:.0f} min" for x in both if x["wall_s"] >= 30)
@@ -271,7 +344,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def curves(root: str, out: str) -> str | None:
+def curves(root: str, out: str, t: Table = RESNET8) -> str | None:
     """Test accuracy per epoch of dense, FS rho=4 and DFS rho=4 in one figure (seed 0, or
     seed 1 where seed 0's curve was not kept)."""
     import matplotlib
@@ -282,7 +355,7 @@ def curves(root: str, out: str) -> str | None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     shown = 0
     for kind, label in (("dense", "dense"), ("fs4", "FS rho=4"), ("dfs4", "DFS rho=4")):
-        recs = next((c for c in (_curve(root, f"{kind}-s{s}") for s in (0, 1)) if c), None)
+        recs = next((c for c in (_curve(root, f"{kind}-s{s}", t) for s in (0, 1)) if c), None)
         if not recs:
             continue
         label += f" (seed {recs[0]['seed']})"
@@ -295,7 +368,7 @@ def curves(root: str, out: str) -> str | None:
         return None
     ax[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax[1].set(xlabel="epoch", ylabel="test top-1 (%)",
-              title="CIFAR-10 test accuracy, ResNet-8, CPU")
+              title=f"CIFAR-10 test accuracy, {t.network}, CPU")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend()
@@ -316,15 +389,20 @@ def _run_curve(workdir: str) -> list[dict] | None:
             for r in MetricsLog.read(path) if "test_accuracy" in r]
 
 
-def _curve(root: str, name: str) -> list[dict] | None:
-    """The job's per-epoch training loss and test accuracy, from ``root`` or ``RECORDS``."""
-    recs = _run_curve(os.path.join(root, name)) or (recorded(name) or {}).get("curve")
+def _curve(root: str, name: str, t: Table) -> list[dict] | None:
+    """The job's per-epoch training loss and test accuracy, from ``root`` or ``t.records``."""
+    recs = _run_curve(os.path.join(root, name)) or (recorded(name, t) or {}).get("curve")
     return [dict(r, seed=int(name[-1])) for r in recs] if recs else None
 
 
 def main(argv=None) -> int:
-    return jobs.main(argv, "python -m benchmarks.cifar_table", __doc__, JOBS, "runs/table", report,
-                     pending, record)
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--table", default="resnet8", choices=tuple(TABLES))
+    a, rest = ap.parse_known_args(argv)
+    t = TABLES[a.table]
+    return jobs.main(rest, f"python -m benchmarks.cifar_table --table {t.name}", __doc__,
+                     t.jobs, t.root, lambda root, docs: report(root, docs, t),
+                     lambda root: pending(root, t), lambda root, name: record(root, name, t))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The CPU CIFAR table's driver: which jobs still run, records that outlive run directories,
 the report from a mix of both."""
 
+import dataclasses
 import json
 import os
 
@@ -10,11 +11,14 @@ from benchmarks import cifar_table as t
 
 
 @pytest.fixture
-def records(tmp_path, monkeypatch):
+def records(tmp_path):
     d = tmp_path / "records"
     d.mkdir()
-    monkeypatch.setattr(t, "RECORDS", str(d))
     return d
+
+
+def _table(records, name="resnet8"):
+    return dataclasses.replace(t.TABLES[name], records=str(records))
 
 
 def _row(name, acc, **kw):
@@ -37,15 +41,15 @@ def _done(root, name, files):
 
 
 def test_pending_skips_recorded_jobs_but_reruns_a_missing_input(records, tmp_path):
-    root = str(tmp_path / "runs")
-    assert t.pending(root) == list(t.JOBS)
+    root, tb = str(tmp_path / "runs"), _table(records)
+    assert t.pending(root, tb) == list(t.JOBS)
     for n in t.JOBS:
         if n not in ("thinet50", "fs8-s0"):
             _put(records, n, _row(n, 0.5))
     # thinet50 needs dense-s1's checkpoint: recorded, but not under root, so it runs again
-    assert t.pending(root) == ["dense-s1", "thinet50", "fs8-s0"]
+    assert t.pending(root, tb) == ["dense-s1", "thinet50", "fs8-s0"]
     _done(tmp_path / "runs", "dense-s1", {})
-    assert t.pending(root) == ["thinet50", "fs8-s0"]
+    assert t.pending(root, tb) == ["thinet50", "fs8-s0"]
 
 
 def test_a_recorded_search_is_restored_for_its_network(records, tmp_path):
@@ -55,7 +59,7 @@ def test_a_recorded_search_is_restored_for_its_network(records, tmp_path):
             _put(records, n, _row(n, 0.5))
     _put(records, "nas-search", dict(name="nas-search", command="search cmd",
                                      genotype=dict(genotype={"normal": []})))
-    assert t.pending(root) == ["nas-eval"]  # not the search again
+    assert t.pending(root, _table(records)) == ["nas-eval"]  # not the search again
     with open(os.path.join(root, "nas-search", "genotype.json")) as f:
         assert json.load(f) == dict(genotype={"normal": []})
 
@@ -70,11 +74,12 @@ def test_record_and_report_from_records_and_runs(records, tmp_path, capsys):
         "results.json": json.dumps(dict(framework="torch 2.13", accuracy=0.79, epochs=15,
                                         threads=1, images_per_s=350.0)),
         "metrics.jsonl": json.dumps(dict(epoch=1, train_loss=2.0, test_accuracy=0.3)) + "\n"})
-    t.record(str(root), "torch-dense")
-    rec = t.recorded("torch-dense")
+    tb = _table(records)
+    t.record(str(root), "torch-dense", tb)
+    rec = t.recorded("torch-dense", tb)
     assert rec["accuracy"] == 0.79 and rec["command"] == "cmd torch-dense"
     assert rec["curve"] == [dict(epoch=1, train_loss=2.0, test_accuracy=0.3)]
-    assert t.report(str(root), str(tmp_path / "docs")) == 0
+    assert t.report(str(root), str(tmp_path / "docs"), tb) == 0
     out = capsys.readouterr().out
     assert "| dense-s0 | 79.00 (80.00 / 78.00) |" in out  # the mean of the two seeds
     assert "- dense-s1: `python -m train.main ... dense-s1`" in out
@@ -85,5 +90,27 @@ def test_record_and_report_from_records_and_runs(records, tmp_path, capsys):
 
 
 def test_report_without_anything_says_so(records, tmp_path, capsys):
-    assert t.report(str(tmp_path / "none"), str(tmp_path / "docs")) == 2
+    assert t.report(str(tmp_path / "none"), str(tmp_path / "docs"), _table(records)) == 2
     assert "no finished job" in capsys.readouterr().err
+
+
+def test_fast_table_reports_tta_beside_plain_accuracy(records, tmp_path, capsys):
+    """The fast table's rows carry top-1 with and without TTA; the plot ranks by TTA."""
+    tb = _table(records, "fast")
+    _put(records, "dense-s0", _row("dense-s0", 0.90, tta_accuracy=0.91))
+    _put(records, "dense-s1", _row("dense-s1", 0.92, tta_accuracy=0.93))
+    _put(records, "fs4-ptq8", _row("fs4-ptq8", 0.88))  # a row without a TTA figure
+    root = tmp_path / "runs"
+    _done(root, "torch-dense", {"results.json": json.dumps(dict(
+        framework="torch 2.13", accuracy=0.905, tta_accuracy=0.915, epochs=10, threads=1,
+        images_per_s=200.0))})
+    assert t.report(str(root), str(tmp_path / "docs"), tb) == 0
+    out = capsys.readouterr().out
+    assert "| variant | top-1 % | top-1 % TTA | stored |" in out
+    assert "| dense-s0 | 91.00 (90.00 / 92.00) | 92.00 (91.00 / 93.00) |" in out
+    assert "| fs4-ptq8 | 88.00 | - |" in out
+    assert "same airbench94-shaped network and recipe" in out and "(91.50% with TTA)" in out
+    assert os.path.exists(tmp_path / "docs" / "cifar_fast_pareto.png")
+    # dense-s0 is recorded but runs again: thinet50 and small need its checkpoint
+    assert t.pending(str(root), tb) == [n for n in t.FAST_JOBS
+                                        if n not in ("fs4-ptq8", "torch-dense", "dense-s1")]

@@ -115,12 +115,16 @@ def _latency_ms(model, input_shape, batch: int, runs: int = 10) -> float:
 
 
 def _row(label, model, meta, accuracy, file, c, entries=None) -> dict:
+    """``accuracy``: top-1, or ``(top-1, top-1 with config.tta)``."""
     from fsjax import quant, report
 
     shape = tuple(meta["input_shape"])
     _, tot = report.report(model, shape, quant.bits_by_layer(entries) if entries else None)
     eff = quant.effective_params(model, entries) if entries else tot["stored_params"]
-    return dict(stage=label, label=label, accuracy=accuracy, stored_params=tot["stored_params"],
+    accuracy, tta = accuracy if isinstance(accuracy, tuple) else (accuracy, None)
+    extra = dict(tta_accuracy=tta, tta=c.tta) if tta is not None else {}
+    return dict(stage=label, label=label, accuracy=accuracy, **extra,
+                stored_params=tot["stored_params"],
                 dense_params=tot["dense_params"], effective_params=float(eff), macs=tot["macs"],
                 export_bytes=os.path.getsize(file), export_file=file,
                 latency_ms=_latency_ms(model, shape, c.compress.latency_batch),
@@ -143,9 +147,11 @@ def _finish(d, label, model, meta, accuracy, c, entries=None, qc=None) -> dict:
     return row
 
 
-def _accuracy(workdir: str) -> float:
+def _accuracy(workdir: str):
+    """The run's top-1, or ``(top-1, top-1 with TTA)`` where it evaluated with TTA."""
     with open(os.path.join(workdir, "results.json")) as f:
-        return float(json.load(f)["accuracy"])
+        r = json.load(f)
+    return (r["accuracy"], r["tta_accuracy"]) if "tta_accuracy" in r else float(r["accuracy"])
 
 
 def compress(c, workdir: str) -> list[dict]:
@@ -216,6 +222,8 @@ def compress(c, workdir: str) -> list[dict]:
             entries = quant.quantize_model(model, qc)
             qmeta = dict(meta, quant=dict(bits=0))  # weights are already dequantized
             acc = evaluate(model, qmeta)["accuracy"]
+            if c.get("tta", 0):
+                acc = (acc, evaluate(model, qmeta, tta=c.tta)["accuracy"])
             rows.append(_finish(d, label, model, meta, acc, c, entries, qc))
             break
         model, meta = restore(out, "latest")

@@ -59,7 +59,7 @@ class Pair:
 
 def prunable_pairs(meta: dict, layers=None) -> list[Pair]:
     """Pairs of ``meta['model']`` in forward order; ``layers`` filters producers (VGG default:
-    conv1_1..conv4_3; ResNets: all eligible)."""
+    conv1_1..conv4_3; airbench and ResNets: all eligible)."""
     name = meta["model"]
     if name == "vgg16":
         want = set(layers or VGG_DEFAULT)
@@ -69,8 +69,19 @@ def prunable_pairs(meta: dict, layers=None) -> list[Pair]:
                              f"conv5_3")
         return [Pair(a, b, ("widths", i)) for i, (a, b) in
                 enumerate(zip(VGG_NAMES, VGG_NAMES[1:] + (HEAD,), strict=True)) if a in want]
+    if name == "airbench":  # VGG-shaped: each conv feeds the next, the last feeds the head
+        model = export.build(meta)
+        names = [x.conv.spec.name for x in model.layers]
+        bad = sorted(set(layers or ()) - set(names))
+        if bad:
+            raise ValueError(f"ThiNet: airbench has no conv {bad[0]!r}; prunable: "
+                             f"{', '.join(names)}")
+        return [Pair(a, b, ("widths", i)) for i, (a, b) in
+                enumerate(zip(names, names[1:] + [HEAD], strict=True))
+                if not layers or a in layers]
     if not name.startswith("resnet"):
-        raise ValueError(f"ThiNet pairs are defined for vgg16 and the ResNets; got {name!r}")
+        raise ValueError(f"ThiNet pairs are defined for vgg16, airbench and the ResNets; got "
+                         f"{name!r}")
     model = export.build(meta)
     out = []
     for bi, blk in enumerate(model.blocks):
@@ -253,7 +264,8 @@ def _prune_into_head(model, meta, pair, images, ratio, criterion, samples_per_im
     def head_inputs(new, errors):
         k = w[:, kept, :] * jnp.asarray(scale).astype(w.dtype)[None, :, None]
         new.head[0].kernel[...] = k.reshape(-1, k.shape[-1])
-        new.head[0].bias[...] = fc.bias[...]
+        if fc.bias is not None:
+            new.head[0].bias[...] = fc.bias[...]
 
     return _rebuild(model, meta, pair, producer, kept, head_inputs)
 
@@ -272,7 +284,8 @@ def _rebuild(model, meta, pair, producer, kept, consumer_inputs):
         nprod.conv.bias[...] = producer.conv.bias[...][kept]
     if getattr(nprod, "bn", None) is not None:
         for attr in ("scale", "bias", "mean", "var"):
-            getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
+            if getattr(producer.bn, attr) is not None:  # a BatchNorm may have no scale
+                getattr(nprod.bn, attr)[...] = getattr(producer.bn, attr)[...][kept]
     consumer_inputs(new, errors)
     if errors:
         new_meta = dict(new_meta, projection_error=errors)
@@ -343,8 +356,8 @@ def _set_kernel(layer, dense, errors: dict) -> None:
 def _shrunk_meta(meta, pair, keep):
     kw = dict(meta.get("model_kw", {}))
     model = export.build(meta)
-    if pair.slot[0] == "widths":
-        widths = list(kw.get("widths") or [x.conv.spec.out_features for x in model.layers])
+    if pair.slot[0] == "widths":  # one per conv of model.layers (VGG-16, airbench)
+        widths = [x.conv.spec.out_features for x in model.layers]
         widths[pair.slot[1]] = keep
         kw["widths"] = widths
     else:
