@@ -65,7 +65,7 @@ def train_state(c, dtype="float32"):
     import jax.numpy as jnp
 
     from train.model_fn import ModelFn, make_train_step
-    from train.optim import make_optimizer
+    from train.optim import make_optimizer, param_labels
     from train.trainer import build_model
 
     m, _ = build_model(c, 10, 3, jnp.dtype(dtype))
@@ -76,4 +76,4 @@ def train_state(c, dtype="float32"):
     if c.lookahead.every:
         ts["slow"] = jax.tree.map(jnp.copy, dict(params=p, stats=s))
     return fn, ts, make_train_step(fn, tx, c, (0.5,) * 3, (0.25,) * 3, jnp.dtype(dtype),
-                                   steps_per_epoch=100)
+                                   labels_tree=param_labels(m), steps_per_epoch=100)
