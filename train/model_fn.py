@@ -57,21 +57,22 @@ class ModelFn:
         return nnx.merge(graph, _fill(self.param_tpl, params), _fill(self.stats_tpl, stats),
                          self.rest)
 
-    def apply(self, params, stats, x, train: bool, key=None):
-        """``(logits float32, new_stats)``."""
+    def apply(self, params, stats, x, train: bool, key=None, **call_kw):
+        """``(logits float32, new_stats)``; ``call_kw`` go to the model's call (e.g. a DARTS
+        supernet's ``aux_skip``)."""
         m = self.module(params, stats, train)
         with dropout_key(key):
-            out = m(x)
+            out = m(x, **call_kw)
         new_stats = nnx.to_pure_dict(nnx.state(m, nnx.BatchStat)) if train else stats
         if isinstance(out, tuple):  # (logits, auxiliary logits)
             return tuple(o.astype(jnp.float32) for o in out), new_stats
         return out.astype(jnp.float32), new_stats
 
 
-def _loss_fn(fn, c, stats, x, labels, key, param_transform):
+def _loss_fn(fn, c, stats, x, labels, key, param_transform, call_kw=None):
     def loss_fn(params):
         p = param_transform(params) if param_transform else params
-        out, new_stats = fn.apply(p, stats, x, True, key)
+        out, new_stats = fn.apply(p, stats, x, True, key, **(call_kw or {}))
         logits, aux = out if isinstance(out, tuple) else (out, None)
 
         def xent(lg):
@@ -119,9 +120,15 @@ def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Calla
     if (every or c.augment.get("alternate_flip", False)) and not steps_per_epoch:
         raise ValueError("make_train_step: lookahead / alternate flips need steps_per_epoch")
 
+    aux_skip = c.nas.search and c.nas.get("aux_skip", False)
+    if aux_skip and not steps_per_epoch:
+        raise ValueError("make_train_step: config.nas.aux_skip needs steps_per_epoch")
+
     def step(ts, images, labels, key):
         k_aug, k_drop, k_val = jax.random.split(key, 3)
         odd = (ts["step"] // max(steps_per_epoch, 1)) % 2 == 1
+        # DARTS-: the auxiliary skip's weight decays linearly from 1 to 0 over the search
+        kw = dict(aux_skip=1.0 - ts["step"] / total) if aux_skip else None
         if c.nas.search:
             xt = _augment(c, k_aug, images[:, 0], mean, std, dtype, odd)
             xv = _augment(c, k_val, images[:, 1], mean, std, dtype, odd)
@@ -129,11 +136,11 @@ def make_train_step(fn: ModelFn, tx, c, mean, std, dtype, param_transform: Calla
         else:
             xt = _augment(c, k_aug, images, mean, std, dtype, odd)
         grad = jax.value_and_grad(_loss_fn(fn, c, ts["stats"], xt, labels, k_drop,
-                                           param_transform), has_aux=True)
+                                           param_transform, kw), has_aux=True)
         (loss, (logits, stats)), grads = grad(ts["params"])
         if c.nas.search:
             gval = jax.grad(lambda p: _loss_fn(fn, c, ts["stats"], xv, lv, k_drop,
-                                               param_transform)(p)[0])(ts["params"])
+                                               param_transform, kw)(p)[0])(ts["params"])
             grads = jax.tree.map(lambda lab, gt, gv: gv if lab in ("arch", "locations") else gt,
                                  labels_tree, grads, gval)
         updates, opt = tx.update(grads, ts["opt"], ts["params"])

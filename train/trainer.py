@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import signal
 import statistics
 import time
@@ -263,6 +264,8 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                        train_accuracy=acc["correct"] / acc["count"],
                        test_loss=ev["loss"], test_accuracy=ev["accuracy"])
             rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
+            if c.nas.search:  # the architecture weights of this epoch (train.nas plots them)
+                rec["arch"] = _arch_weights(fn, ts)
             if runner.has_tta and epoch + 1 == c.num_epochs:  # the final one
                 rec["test_accuracy_tta"] = runner.evaluate(ts["params"], ts["stats"], eval_data,
                                                            tta=True)["accuracy"]
@@ -284,6 +287,14 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
         partial.wait()
     records = log.records
     return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
+
+
+def _arch_weights(fn, ts) -> dict:
+    """A DARTS supernet's softmax op weights and edge weights, as nested lists."""
+    m = fn.module(jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
+    if not hasattr(m, "arch_weights"):
+        return {}
+    return {k: np.round(v, 5).tolist() for k, v in m.arch_weights().items()}
 
 
 def _init_images(c, ds) -> np.ndarray:
@@ -585,6 +596,7 @@ def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_
              best_epoch=best.get("epoch", 0), epochs=len(records),
              first_epoch_s=bar.epochs_timed[0] if bar.epochs_timed else float("nan"),
              images_per_s=ips, wall_s=time.perf_counter() - t_start,
+             peak_host_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
              compute_dtype=str(compute_dtype(c)), **totals)
     if records and "test_accuracy_tta" in records[-1]:

@@ -3,7 +3,20 @@ supernet can be made of DFSConv layers (DFSNet NAS).
 
 ``DartsSearch``: the supernet (normal/reduction cells, 4 intermediate nodes, 8 candidate ops per
 edge mixed by softmax(alpha)); ``alpha_normal``/``alpha_reduce`` are :class:`ArchParam`.
-``derive_genotype``: top-2 incoming edges per node, strongest non-'none' op.
+Options against DARTS's cost and its collapse to parameter-free ops:
+
+- ``partial_channels=K`` (PC-DARTS, Xu et al. 2020): each edge sends 1/K of its channels
+  through the candidate ops and the rest past them (max-pooled on reduction edges), then
+  shuffles the channels; the ops are K times narrower, so a step costs about 1/K.
+- ``edge_norm`` (PC-DARTS): per node, softmax(beta) over its incoming edges weights them
+  (``beta_normal``/``beta_reduce``, :class:`ArchParam`); the derivation ranks edges by
+  op weight x edge weight.
+- ``aux_skip`` (DARTS-, Chu et al. 2021): a call argument, the weight of an extra identity
+  added to every stride-1 edge; the trainer decays it from 1 to 0 over the search
+  (``config.nas.aux_skip``), so skip connections no longer need to win through alpha.
+
+``derive_genotype``: top-2 incoming edges per node, strongest non-'none' op, at most
+``max_skips`` skip connections per cell (P-DARTS; None: no cap).
 ``DartsEval``: the network of a genotype (cutout/aux head/drop path as in DARTS).
 """
 
@@ -18,7 +31,8 @@ from fsjax.models.layers import ConvFactory, batch_norm, classifier
 from fsjax.nn import BatchNorm, Dropout
 
 __all__ = ["PRIMITIVES", "ArchParam", "DartsSearch", "DartsEval", "derive_genotype",
-           "draw_genotype", "NODES"]
+           "draw_genotype", "NODES", "EDGES", "channel_shuffle", "edge_softmax",
+           "parametric_edges"]
 
 PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -99,6 +113,19 @@ class Pool(nnx.Module):
         return nnx.avg_pool(x, window_shape=(3, 3), strides=s, padding="SAME", count_include_pad=False)
 
 
+class PoolBN(nnx.Module):
+    """A pooling op followed by a BatchNorm without scale or bias: DARTS's search puts one
+    after every pooling candidate, so its output is on the convs' normalised scale (a max
+    pool's is not: max of 9 values), and alpha compares the ops fairly."""
+
+    def __init__(self, kind, stride, c, factory, rngs):
+        self.pool = Pool(kind, stride)
+        self.bn = _bn(c, factory, rngs, affine=False)
+
+    def __call__(self, x):
+        return self.bn(self.pool(x))
+
+
 class Zero(nnx.Module):
     def __init__(self, stride):
         self.stride = stride
@@ -115,8 +142,8 @@ class Identity(nnx.Module):
 def make_op(prim, f, name, c, stride, rngs, affine):
     if prim == "none":
         return Zero(stride)
-    if prim in ("max_pool_3x3", "avg_pool_3x3"):
-        return Pool(prim[:3], stride)
+    if prim in ("max_pool_3x3", "avg_pool_3x3"):  # the search's ops are affine=False
+        return Pool(prim[:3], stride) if affine else PoolBN(prim[:3], stride, c, f, rngs)
     if prim == "skip_connect":
         return Identity() if stride == 1 else FactorizedReduce(f, name, c, c, rngs, affine)
     k = int(prim[-1])
@@ -134,38 +161,74 @@ class _Preprocess(nnx.Module):
         self.p1 = ReLUConvBN(f, f"{name}.pre1", c_p, c, 1, 1, rngs, affine)
 
 
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """``(..., C)`` -> ``(..., C)`` with channel ``g * (C / groups) + i`` moved to
+    ``i * groups + g`` (PC-DARTS's shuffle after the partial-channel concat)."""
+    *lead, c = x.shape
+    return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
 class SearchCell(nnx.Module):
     def __init__(self, f, name, c_pp, c_p, c, reduction, reduction_prev, rngs,
-                 primitives=PRIMITIVES):
+                 primitives=PRIMITIVES, partial=1):
+        if c % partial:
+            raise ValueError(f"partial_channels={partial} must divide the cell's {c} channels")
         self.pre = _Preprocess(f, name, c_pp, c_p, c, reduction_prev, rngs, affine=False)
-        self.reduction = reduction
-        ops = []
+        self.reduction, self.partial = reduction, partial
+        ops, strides = [], []
         for j in range(NODES):
             for i in range(2 + j):
                 stride = 2 if reduction and i < 2 else 1
-                ops.append(nnx.List([make_op(p, f, f"{name}.e{len(ops)}.{p}", c, stride, rngs,
-                                             False) for p in primitives]))
+                ops.append(nnx.List([make_op(p, f, f"{name}.e{len(ops)}.{p}", c // partial,
+                                             stride, rngs, False) for p in primitives]))
+                strides.append(stride)
         self.edges = nnx.List(ops)
+        self.strides = tuple(strides)
 
-    def __call__(self, s0, s1, weights):
+    def _edge(self, e, h, weights, aux_skip):
+        k = self.partial
+        part = h[..., :h.shape[-1] // k] if k > 1 else h
+        out = sum(weights[e, j] * op(part) for j, op in enumerate(self.edges[e]))
+        if k > 1:  # the other channels go past the ops
+            rest = h[..., h.shape[-1] // k:]
+            if self.strides[e] == 2:
+                rest = nnx.max_pool(rest, window_shape=(2, 2), strides=(2, 2))
+            out = channel_shuffle(jnp.concatenate([out, rest], -1), k)
+        if aux_skip is not None and self.strides[e] == 1:
+            out = out + aux_skip * h
+        return out
+
+    def __call__(self, s0, s1, weights, edge_weights=None, aux_skip=None):
         states = [self.pre.p0(s0), self.pre.p1(s1)]
         e = 0
         for j in range(NODES):
             acc = 0
             for i in range(2 + j):
-                acc = acc + sum(weights[e, k] * op(states[i])
-                                for k, op in enumerate(self.edges[e]))
+                h = self._edge(e, states[i], weights, aux_skip)
+                acc = acc + (h if edge_weights is None else edge_weights[e] * h)
                 e += 1
             states.append(acc)
         return jnp.concatenate(states[2:], -1)
 
 
+def edge_softmax(beta: jax.Array) -> jax.Array:
+    """``(EDGES,)`` edge logits -> weights, a softmax over each node's incoming edges."""
+    out, start = [], 0
+    for j in range(NODES):
+        out.append(jax.nn.softmax(beta[start:start + 2 + j]))
+        start += 2 + j
+    return jnp.concatenate(out)
+
+
 class DartsSearch(nnx.Module):
     """Supernet: ``cells`` cells (reductions at 1/3 and 2/3), ``channels`` initial channels;
-    ``primitives``: the candidate ops (default: the DARTS set; a subset makes tiny tests fast)."""
+    ``primitives``: the candidate ops (default: the DARTS set; a subset makes tiny tests fast);
+    ``partial_channels``, ``edge_norm``: PC-DARTS (module docstring). Call with ``aux_skip``
+    (a number, DARTS-'s auxiliary skip weight; None: none)."""
 
     def __init__(self, num_classes, *, cells=8, channels=16, primitives=PRIMITIVES,
-                 in_channels=3, factory=ConvFactory(), rngs, **_):
+                 partial_channels=1, edge_norm=False, in_channels=3, factory=ConvFactory(),
+                 rngs, **_):
         primitives = tuple(primitives)
         bad = set(primitives) - set(PRIMITIVES)
         if bad or "none" not in primitives:
@@ -181,7 +244,7 @@ class DartsSearch(nnx.Module):
             if red:
                 cur *= 2
             cs.append(SearchCell(factory, f"cell{i}", c_pp, c_p, cur, red, red_prev, rngs,
-                                 primitives))
+                                 primitives, partial_channels))
             c_pp, c_p, red_prev = c_p, NODES * cur, red
         self.cells = nnx.List(cs)
         self.fc = classifier(factory, c_p, num_classes, rngs)
@@ -190,46 +253,84 @@ class DartsSearch(nnx.Module):
         n_ops = len(primitives)
         self.alpha_normal = ArchParam(1e-3 * jax.random.normal(k1, (EDGES, n_ops)))
         self.alpha_reduce = ArchParam(1e-3 * jax.random.normal(k2, (EDGES, n_ops)))
+        self.edge_norm = bool(edge_norm)
+        self.beta_normal = ArchParam(jnp.zeros(EDGES)) if edge_norm else nnx.data(None)
+        self.beta_reduce = ArchParam(jnp.zeros(EDGES)) if edge_norm else nnx.data(None)
 
-    def __call__(self, x):
+    def arch_weights(self) -> dict:
+        """Softmax op weights ``(EDGES, ops)`` and edge weights ``(EDGES,)`` (ones without
+        edge normalisation) of both cell kinds, as NumPy arrays."""
+        out = {}
+        for kind in ("normal", "reduce"):
+            out[kind] = np.asarray(jax.nn.softmax(getattr(self, f"alpha_{kind}")[...], -1))
+            beta = getattr(self, f"beta_{kind}")
+            out[f"edges_{kind}"] = (np.asarray(edge_softmax(beta[...])) if beta is not None
+                                    else np.ones(EDGES))
+        return out
+
+    def __call__(self, x, aux_skip=None):
         s0 = s1 = self.stem_bn(self.stem(x))
-        wn = jax.nn.softmax(self.alpha_normal[...], -1).astype(x.dtype)
-        wr = jax.nn.softmax(self.alpha_reduce[...], -1).astype(x.dtype)
+        w = {k: jax.nn.softmax(getattr(self, f"alpha_{k}")[...], -1).astype(x.dtype)
+             for k in ("normal", "reduce")}
+        b = {k: edge_softmax(getattr(self, f"beta_{k}")[...]).astype(x.dtype)
+             if self.edge_norm else None for k in ("normal", "reduce")}
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, wr if cell.reduction else wn)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, w[kind], b[kind], aux_skip)
         return self.fc(s1.mean((1, 2)))
 
-    def genotype(self) -> dict:
-        return derive_genotype(np.asarray(self.alpha_normal[...]),
-                               np.asarray(self.alpha_reduce[...]), self.primitives)
+    def genotype(self, max_skips: int | None = None) -> dict:
+        a = self.arch_weights()
+        return derive_genotype(np.log(a["normal"]), np.log(a["reduce"]), self.primitives,
+                               edges_normal=a["edges_normal"], edges_reduce=a["edges_reduce"],
+                               max_skips=max_skips)
 
 
-def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES) -> dict:
+def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES, *, edges_normal=None,
+                    edges_reduce=None, max_skips: int | None = None) -> dict:
     """DARTS derivation: per node, the 2 incoming edges with the strongest non-'none' op
-    (softmax weight), each with that op. Returns ``{"normal": [[op, input], ...] (8),
-    "reduce": [...], "concat": [2, 3, 4, 5]}``."""
+    (softmax weight, times the edge's weight when ``edges_*`` are given: PC-DARTS's edge
+    normalisation), each with that op. ``max_skips`` (P-DARTS): while a cell has more skip
+    connections, the weakest one is replaced by that edge's strongest other op. Returns
+    ``{"normal": [[op, input], ...] (8), "reduce": [...], "concat": [2, 3, 4, 5]}``."""
     primitives = tuple(primitives)
     n_ops = len(primitives)
     none = primitives.index("none")
+    skip = primitives.index("skip_connect") if "skip_connect" in primitives else None
 
-    def parse(alpha):
+    def parse(alpha, edges):
         w = np.asarray(jax.nn.softmax(jnp.asarray(alpha), -1))
         if w.shape != (EDGES, n_ops):
             raise ValueError(f"alphas must be ({EDGES}, {n_ops}); got {w.shape}")
-        gene, start = [], 0
+        ew = np.ones(EDGES) if edges is None else np.asarray(edges)
+        gene, chosen, start = [], [], 0
         for j in range(NODES):
             n = 2 + j
-            ws = w[start:start + n]
+            ws = w[start:start + n] * ew[start:start + n, None]
             strength = [max(ws[i][k] for k in range(n_ops) if k != none) for i in range(n)]
             top = sorted(range(n), key=lambda i: -strength[i])[:2]
             for i in sorted(top):
                 k = max((k for k in range(n_ops) if k != none), key=lambda k, i=i: ws[i][k])
                 gene.append([primitives[k], i])
+                chosen.append((ws[i], k))
             start += n
+        while max_skips is not None and skip is not None and \
+                sum(op == "skip_connect" for op, _ in gene) > max_skips:
+            weakest = min((g for g in range(len(gene)) if gene[g][0] == "skip_connect"),
+                          key=lambda g: chosen[g][0][skip])
+            row = chosen[weakest][0]
+            k = max((k for k in range(n_ops) if k not in (none, skip)), key=lambda k: row[k])
+            gene[weakest][0] = primitives[k]
         return gene
 
-    return {"normal": parse(alpha_normal), "reduce": parse(alpha_reduce),
+    return {"normal": parse(alpha_normal, edges_normal),
+            "reduce": parse(alpha_reduce, edges_reduce),
             "concat": list(range(2, 2 + NODES))}
+
+
+def parametric_edges(gene) -> int:
+    """How many of a cell's chosen ops have weights (convs; not pooling, skip or none)."""
+    return sum(op.startswith(("sep_conv", "dil_conv")) for op, _ in gene)
 
 
 class EvalCell(nnx.Module):
@@ -367,6 +468,57 @@ def draw_genotype(genotype: dict, path: str) -> str:
         ax.set_title(f"{kind} cell (edges: chosen op; grey: concatenated into the output)")
         ax.axis("off")
     fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    return path
+
+
+def plot_arch_evolution(records: list[dict], primitives, path: str,
+                        max_skips: int | None = None) -> str:
+    """PNG of a search's architecture per epoch (``records``: the trainer's metrics with an
+    ``arch`` entry, :meth:`DartsSearch.arch_weights` as lists): for each cell kind, the mean
+    softmax weight of every candidate op over the 14 edges, and how many of the 8 edges of the
+    genotype derived at that epoch are parametric (convs)."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in records if r.get("arch")]
+    if not recs:
+        raise ValueError("no architecture weights in these records (not a DARTS search run?)")
+    ep = [r["epoch"] for r in recs]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), gridspec_kw=dict(width_ratios=(2, 1)))
+    for row, kind in enumerate(("normal", "reduce")):
+        w = np.asarray([r["arch"][kind] for r in recs])             # (epochs, edges, ops)
+        ax = axes[row, 0]
+        for k, prim in enumerate(primitives):
+            ax.plot(ep, w[:, :, k].mean(1), marker=".", label=prim,
+                    ls="--" if prim in ("none", "skip_connect") or "pool" in prim else "-")
+        ax.set(xlabel="epoch", ylabel="mean softmax weight over the 14 edges",
+               title=f"{kind} cell: op weights")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        counts = []
+        for r in recs:
+            a = {k: np.log(np.maximum(np.asarray(r["arch"][k]), 1e-30))
+                 for k in ("normal", "reduce")}
+            g = derive_genotype(a["normal"], a["reduce"], primitives,
+                                edges_normal=r["arch"].get("edges_normal"),
+                                edges_reduce=r["arch"].get("edges_reduce"),
+                                max_skips=max_skips)
+            counts.append(parametric_edges(g[kind]))
+        ax = axes[row, 1]
+        ax.plot(ep, counts, marker="o")
+        ax.axhline(6, color="0.5", ls=":", label="target: 6 of 8")
+        ax.set(xlabel="epoch", ylabel="parametric edges of 8", ylim=(-0.3, 8.3),
+               title=f"{kind} cell: derived genotype")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)
     os.replace(path + ".tmp.png", path)
     return path
