@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test install data lint bench-smoke
+.PHONY: run test install data lint docs bench-smoke
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,11 +26,18 @@ data:
 run: install data
 	$(BIN)/python -m train.main
 
+# the suite, plus the doctests of the public layers and converters
+DOCTESTS = fsjax/nn/conv.py fsjax/nn/convert.py fsjax/linen/__init__.py fsjax/linen/compress.py
+
 test: install data
-	$(BIN)/python -m pytest -q -n auto tests
+	$(BIN)/python -m pytest -q -n auto tests --doctest-modules $(DOCTESTS)
 
 lint: install
 	$(BIN)/ruff check .
+
+# the API reference (HTML from the docstrings) in docs/api/; fails on any pdoc warning
+docs: install
+	$(BIN)/python docs/build_api.py docs/api
 
 bench-smoke: install
 	$(BIN)/python -m benchmarks.all --small

@@ -11,6 +11,7 @@ from benchmarks import (
     inference_latency,
     input_pipeline,
     layers,
+    own_loop,
     thinet_select,
     thinet_vgg,
     train_throughput,
@@ -19,7 +20,8 @@ from benchmarks import (
 BENCHMARKS = (("layers", layers), ("train_throughput", train_throughput),
               ("inference_latency", inference_latency), ("thinet_select", thinet_select),
               ("thinet_vgg", thinet_vgg), ("deploy_latency", deploy_latency),
-              ("input_pipeline", input_pipeline), ("cpu_forms", cpu_forms))
+              ("input_pipeline", input_pipeline), ("cpu_forms", cpu_forms),
+              ("own_loop", own_loop))
 
 
 def main(argv=None):

@@ -33,7 +33,7 @@ from flax import nnx
 from fsjax.models.darts import ArchParam
 from fsjax.nn import BatchNorm, Location, ShareWeight
 
-__all__ = ["model_optimizer", "param_labels", "train_until", "lookahead_decay",
+__all__ = ["model_optimizer", "param_labels", "train_until", "train_from", "lookahead_decay",
            "lookahead_sync", "LABELS"]
 
 # the groups :func:`param_labels` assigns (plus 'frozen@E' for parameters frozen at epoch E)
@@ -89,6 +89,7 @@ def model_optimizer(model: nnx.Module, weights: optax.GradientTransformation, *,
                     arch: optax.GradientTransformation | None = None,
                     norm: optax.GradientTransformation | None = None,
                     frozen: Mapping[str, int] | None = None,
+                    arch_from: int = 0,
                     steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """One optax transform for every parameter of ``model`` (:func:`param_labels`' groups).
 
@@ -97,7 +98,8 @@ def model_optimizer(model: nnx.Module, weights: optax.GradientTransformation, *,
       locations: DFS locations' (default ``optax.adam(1e-3)``, as DFSNet and the trainer);
         ``freeze_locations_at``: their updates stop after this many steps.
       share: WKSC channel weights' (default: ``weights``').
-      arch: DARTS architecture logits' (default: Adam 3e-4, b1 0.5, weight decay 1e-3).
+      arch: DARTS architecture logits' (default: Adam 3e-4, b1 0.5, weight decay 1e-3);
+        ``arch_from``: they wait this many steps (a warm-up of the weights).
       norm: BatchNorm scales' and biases' (default: ``weights``'; given, they get it).
       frozen: ``{path glob: epoch}``: trained with ``weights`` for ``epoch *
         steps_per_epoch`` steps, then frozen (0: never trained).
@@ -105,10 +107,11 @@ def model_optimizer(model: nnx.Module, weights: optax.GradientTransformation, *,
     locations = locations if locations is not None else optax.adam(1e-3)
     if freeze_locations_at is not None:
         locations = train_until(locations, int(freeze_locations_at))
+    arch = arch if arch is not None else optax.chain(
+        optax.add_decayed_weights(1e-3), optax.adam(3e-4, b1=0.5, b2=0.999))
     txs = {"weights": weights, "locations": locations,
            "share": share if share is not None else weights,
-           "arch": arch if arch is not None else optax.chain(
-               optax.add_decayed_weights(1e-3), optax.adam(3e-4, b1=0.5, b2=0.999)),
+           "arch": train_from(arch, int(arch_from)) if arch_from else arch,
            "norm": norm if norm is not None else weights}
     for epoch in set(dict(frozen or {}).values()):
         txs[f"frozen@{int(epoch)}"] = (train_until(weights, int(epoch) * steps_per_epoch)
@@ -134,6 +137,24 @@ def train_until(inner: optax.GradientTransformation, steps: int) -> optax.Gradie
         keep = state.count < steps
         new = jax.tree.map(lambda u: jnp.where(keep, u, jnp.zeros_like(u)), new)
         return new, _UntilState(inner_state, state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def train_from(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+    """Zeros for the first ``steps`` calls, then ``inner``'s updates (a warm-up during which
+    the parameters wait, e.g. DARTS's architecture while the weights train first). ``inner``
+    sees no gradient before then, so its state starts fresh at step ``steps``."""
+
+    def init(params):
+        return _UntilState(inner.init(params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        go = state.count >= steps
+        new, inner_state = inner.update(updates, state.inner, params)
+        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(go, x, y), a, b)
+        zeros = jax.tree.map(jnp.zeros_like, new)
+        return keep(new, zeros), _UntilState(keep(inner_state, state.inner), state.count + 1)
 
     return optax.GradientTransformation(init, update)
 

@@ -21,7 +21,7 @@ MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "varia
                  "head", "fc_width", "backbone", "backbone_kw", "image_size", "extras",
                  "aspect_ratios", "min_scale", "max_scale", "logit_scale", "norm_scale",
                  "norm_momentum", "norm_eps", "identity_init", "conv_init_scale",
-                 "whiten_width")
+                 "whiten_width", "partial_channels", "edge_norm")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -78,7 +78,8 @@ def base() -> ml_collections.ConfigDict:
     c.aux_weight = 0.4       # weight of an auxiliary head's loss (DARTS eval networks)
     # DARTS search (first order): weights on one half of the training set, alphas and DFS
     # locations on the other half
-    c.nas = ml_collections.ConfigDict(dict(search=False, arch_lr=3e-4, arch_weight_decay=1e-3))
+    c.nas = ml_collections.ConfigDict(dict(search=False, arch_lr=3e-4, arch_weight_decay=1e-3,
+                                           warmup_epochs=0.0, aux_skip=False))
     # detection (dataset synthetic_detection | voc, model ssd): data, matching, loss, inference
     c.detection = ml_collections.ConfigDict(dict(
         image_size=64, max_objects=4, num_train=8000, num_test=1000, min_crop=0.5,
@@ -205,7 +206,8 @@ HELP = {
     "resume_step": "resume from this checkpoint step (0: the latest)",
     "keep_checkpoints": "checkpoints kept (the last N)",
     "keep_best": "also keep the best by test accuracy",
-    "tensorboard": "TensorBoard scalars in workdir/tensorboard when tensorboardX is installed",
+    "tensorboard": "TensorBoard scalars in workdir/tensorboard when tensorboardX is installed "
+                   "(pip install tensorboardX; without it nothing is said)",
     "progress": "the interactive bar on a terminal (off: periodic lines only)",
     "quiet": "print nothing but errors",
     "log_every_s": "off a terminal: a progress line every this many seconds",
@@ -213,6 +215,10 @@ HELP = {
     "nas.search": "DARTS search: weights on one half, architecture on the other",
     "nas.arch_lr": "DARTS architecture learning rate",
     "nas.arch_weight_decay": "DARTS architecture weight decay",
+    "nas.warmup_epochs": "DARTS: the architecture waits this many epochs (weights train "
+                         "first, as PC-DARTS)",
+    "nas.aux_skip": "DARTS-: an auxiliary skip on every stride-1 edge, its weight decaying "
+                    "from 1 to 0 over the search",
     "detection.image_size": "detection images are resized to this square side (synthetic, VOC)",
     "detection.max_objects": "synthetic scenes: most objects per image (VOC: 0 = all)",
     "detection.num_train": "synthetic scenes: training images",
@@ -290,6 +296,7 @@ RANGES = {
     "stream.min_scale": ("num", 0.001, 1, "a number in [0.001, 1]"),
     "nas.arch_lr": ("num", 1e-300, None, "a number > 0"),
     "nas.arch_weight_decay": ("num", 0, None, "a number >= 0"),
+    "nas.warmup_epochs": ("num", 0, None, "a number of epochs >= 0"),
     "detection.image_size": ("int", 16, None, "an int >= 16 (pixels)"),
     "detection.max_objects": ("int", 0, None, "an int >= 0 (VOC: 0 = all; synthetic >= 1)"),
     "detection.num_train": ("int", 1, None, "a positive int"),
@@ -303,7 +310,7 @@ RANGES = {
     "detection.max_detections": ("int", 1, None, "a positive int"),
 }
 BOOLS = ("augment.flip", "augment.alternate_flip", "keep_best", "tensorboard", "progress", "quiet",
-         "optimizer.nesterov", "quant.per_channel", "nas.search")
+         "optimizer.nesterov", "quant.per_channel", "nas.search", "nas.aux_skip")
 
 
 def _get(c, key):

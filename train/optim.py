@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 import math
 
-import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from fsjax.models.darts import ArchParam
-from fsjax.nn import BatchNorm, Location, ShareWeight
-from fsjax.optim import train_until
+from fsjax import optim
 
 
 def schedule(c, steps_per_epoch: int):
@@ -70,37 +66,9 @@ def _tx(name, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
     raise ValueError(f"optimizer {name!r} is not valid; valid: sgd, adam, adamw")
 
 
-def param_labels(model: nnx.Module, frozen=None, norm_group: bool = False):
-    """Pure-dict tree of labels ('weights' | 'locations' | 'share' | 'arch' | 'norm' |
-    'frozen@E') per parameter. ``frozen``: ``{glob on the parameter path: epoch}`` (paths
-    as ``layers/0/conv/kernel``),
-    trained before that epoch only (the first matching pattern wins); ``norm_group``:
-    BatchNorm scales and biases get the label 'norm'."""
-    state = nnx.state(model, nnx.Param)
-    norms = {path for path, node in nnx.iter_graph(model) if isinstance(node, BatchNorm)}
-
-    def label(path, v):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        for pat, epoch in dict(frozen or {}).items():
-            if fnmatch.fnmatchcase(name, pat):
-                return f"frozen@{int(epoch)}"
-        if isinstance(v, Location):
-            return "locations"
-        if isinstance(v, ShareWeight):
-            return "share"
-        if isinstance(v, ArchParam):
-            return "arch"
-        if norm_group and tuple(getattr(k, "key", k) for k in path[:-1]) in norms:
-            return "norm"
-        return "weights"
-
-    labels = jax.tree_util.tree_map_with_path(
-        label, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    return nnx.to_pure_dict(labels)
-
-
-def _frozen(c) -> dict:
-    return dict(c.optimizer.get("frozen", None) or {})
+def param_labels(model: nnx.Module):
+    """Pure-dict tree of labels (:data:`fsjax.optim.LABELS`) per parameter."""
+    return optim.param_labels(model)(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def make_optimizer(c, model: nnx.Module, steps_per_epoch: int):
@@ -113,16 +81,14 @@ def make_optimizer(c, model: nnx.Module, steps_per_epoch: int):
         if o.grad_clip else tx
     weights = clip(group(1.0))
     norm_scale = o.get("norm_lr_scale", 1.0)
-    txs = {"weights": weights,
-           # BatchNorm scales/biases at norm_lr_scale x the lr, the same decay per step
-           "norm": clip(group(norm_scale)),
-           "locations": _tx(c.locations.optimizer, c.locations.lr),
-           "share": _tx(c.share.optimizer, c.share.lr, weight_decay=c.share.weight_decay),
-           # DARTS: Adam(3e-4, b1=0.5, b2=0.999) with weight decay 1e-3 on the alphas
-           "arch": optax.chain(optax.add_decayed_weights(c.nas.arch_weight_decay),
-                               optax.adam(c.nas.arch_lr, b1=0.5, b2=0.999))}
-    for epoch in set(_frozen(c).values()):
-        txs[f"frozen@{int(epoch)}"] = train_until(weights, int(epoch) * steps_per_epoch) \
-            if epoch > 0 else optax.set_to_zero()
-    labels = param_labels(model, _frozen(c), not math.isclose(norm_scale, 1.0))
-    return optax.multi_transform(txs, labels), lr
+    tx = optim.model_optimizer(
+        model, weights, locations=_tx(c.locations.optimizer, c.locations.lr),
+        share=_tx(c.share.optimizer, c.share.lr, weight_decay=c.share.weight_decay),
+        # DARTS: Adam(3e-4, b1=0.5, b2=0.999) with weight decay 1e-3 on the alphas
+        arch=optax.chain(optax.add_decayed_weights(c.nas.arch_weight_decay),
+                         optax.adam(c.nas.arch_lr, b1=0.5, b2=0.999)),
+        # BatchNorm scales/biases at norm_lr_scale x the lr, the same decay per step
+        norm=None if math.isclose(norm_scale, 1.0) else clip(group(norm_scale)),
+        frozen=dict(c.optimizer.get("frozen", None) or {}), steps_per_epoch=steps_per_epoch,
+        arch_from=int(c.nas.get("warmup_epochs", 0) * steps_per_epoch))
+    return tx, lr

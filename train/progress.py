@@ -67,8 +67,6 @@ class Progress:
 class MetricsLog:
     """``workdir/metrics.jsonl``; on resume, lines past the restored epoch are dropped."""
 
-    _told = False  # the missing-tensorboardX line is said once per process
-
     def __init__(self, workdir: str, resume_epoch: int, tensorboard: bool = False,
                  writer: bool = True, quiet: bool = False):
         self.path, self.writer = os.path.join(workdir, "metrics.jsonl"), writer
@@ -80,15 +78,11 @@ class MetricsLog:
         with open(tmp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in self.records)
         os.replace(tmp, self.path)
-        if tensorboard:
+        if tensorboard:  # an optional package: without it, metrics.jsonl only, silently
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                if not MetricsLog._told and not quiet:
-                    MetricsLog._told = True
-                    print("TensorBoard scalars are off: `pip install tensorboardX` to get them "
-                          "(or set config.tensorboard=False to hide this line)",
-                          file=sys.stderr, flush=True)
+                pass
             else:
                 self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 

@@ -98,8 +98,17 @@ def _forward(layer: _Conv, scope: nn.Module, inputs: jax.Array) -> jax.Array:
 
 
 class FSConv(_Conv):
-    """FSNet conv (Linen). ``compression`` rho (default 4); optional ``offsets``; ``layout``
-    ``'fsjax'`` or ``'official'`` (as :class:`fsjax.nn.FSConv`)."""
+    """FSNet conv (Linen): ``flax.linen.Conv``'s fields, then ``compression`` (rho, default
+    4: about 4x fewer stored weights), ``offsets`` (segment starts; default evenly spaced) and
+    ``layout`` (``'fsjax'`` or ``'official'``), as :class:`fsjax.nn.FSConv`. Parameters:
+    ``fs`` (L,) and ``bias``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> conv = FSConv(32, (3, 3), compression=4.0)
+    >>> params = conv.init(jax.random.key(0), jnp.ones((1, 8, 8, 16)))["params"]
+    >>> params["fs"].shape, conv.apply({"params": params}, jnp.ones((2, 8, 8, 16))).shape
+    ((1152,), (2, 8, 8, 32))
+    """
 
     compression: float = 4.0
     offsets: Any = None
@@ -111,7 +120,15 @@ class FSConv(_Conv):
 
 
 class DFSConv(_Conv):
-    """DFSNet conv (Linen): FS conv with learned locations (``'wrap'`` or ``'sigmoid'``)."""
+    """DFSNet conv (Linen): an FS conv whose segment locations are parameters too
+    (``locations``, one per output channel; ``location_mode`` ``'wrap'`` or ``'sigmoid'``), as
+    :class:`fsjax.nn.DFSConv`. Select them by name for their own optimizer.
+
+    >>> import jax, jax.numpy as jnp
+    >>> params = DFSConv(32, (3, 3)).init(jax.random.key(0), jnp.ones((1, 8, 8, 16)))["params"]
+    >>> sorted(params), params["locations"].shape
+    (['bias', 'fs', 'locations'], (32,))
+    """
 
     compression: float = 4.0
     location_mode: str = "wrap"
@@ -127,7 +144,16 @@ class DFSConv(_Conv):
 
 
 class KSConv(_Conv):
-    """Kernel-sharing conv (Linen); ``weighted=True`` for WKSC (``alpha_mode`` input|pair)."""
+    """Kernel-sharing conv (Linen): ``groups`` contiguous input-channel groups share one kernel
+    each; ``weighted=True`` for WKSC (a weight ``alpha`` per input channel, ``alpha_mode=
+    'input'``, or per (input, output) pair, ``'pair'``), as :class:`fsjax.nn.KSConv`.
+
+    >>> import jax, jax.numpy as jnp
+    >>> conv = KSConv(32, (3, 3), groups=4, weighted=True)
+    >>> params = conv.init(jax.random.key(0), jnp.ones((1, 8, 8, 16)))["params"]
+    >>> params["kernel"].shape, params["alpha"].shape
+    ((3, 3, 4, 32), (16,))
+    """
 
     groups: int | None = None
     weighted: bool = False

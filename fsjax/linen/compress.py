@@ -98,6 +98,21 @@ def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
       ``(compressed, new_variables)``: at ``compression=1`` (or ``group_size=1``) with
       ``from_dense``, ``compressed.apply(new_variables, ...)`` equals ``model.apply(variables,
       ...)`` bit for bit.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import linen as nn
+    >>> class CNN(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         x = nn.relu(nn.Conv(16, (3, 3), name="a")(x))
+    ...         return nn.Conv(32, (3, 3), name="b")(x)
+    >>> x = jnp.ones((1, 8, 8, 3))
+    >>> variables = CNN().init(jax.random.key(0), x)
+    >>> small, new_vars = compress(CNN(), variables, x, kind="fs", compression=4.0)
+    >>> small.converted, new_vars["params"]["b"]["fs"].shape
+    (['b'], (1152,))
+    >>> small.apply(new_vars, x).shape
+    (1, 8, 8, 32)
     """
     from fsjax.linen import DFSConv, FSConv, KSConv
 

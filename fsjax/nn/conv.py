@@ -31,11 +31,12 @@ import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes as nnx_dtypes
 from jax import lax
+from typing_extensions import Required, TypedDict, Unpack
 
 from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
 
-__all__ = ["Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight"]
+__all__ = ["Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight", "ConvArgs"]
 
 
 class Location(nnx.Param):
@@ -52,6 +53,32 @@ FLAX_ARGS = ("strides", "padding", "input_dilation", "kernel_dilation", "feature
              "use_bias", "mask", "dtype", "param_dtype", "precision", "kernel_init", "bias_init",
              "conv_general_dilated", "promote_dtype", "preferred_element_type")
 _DEFAULT_PROMOTE = nnx_dtypes.promote_dtype
+
+
+class ConvArgs(TypedDict, total=False):
+    """The keyword arguments every fsjax NNX conv takes: ``flax.nnx.Conv``'s (same defaults
+    and meanings) and fsjax's ``init_scale`` (fan-in variance scale of the default init: 1 is
+    Flax's ``lecun_normal``, 2 He) and ``name`` (the layer's name in reports and errors)."""
+
+    padding: Any
+    input_dilation: None | int | Sequence[int]
+    kernel_dilation: None | int | Sequence[int]
+    feature_group_count: int
+    use_bias: bool
+    mask: jax.Array | None
+    dtype: Any
+    param_dtype: Any
+    precision: Any
+    kernel_init: Any
+    bias_init: Any
+    conv_general_dilated: Any
+    promote_dtype: Any
+    preferred_element_type: Any
+    rngs: Required[nnx.Rngs]
+    kernel_metadata: Mapping[str, Any]
+    bias_metadata: Mapping[str, Any]
+    init_scale: float
+    name: str
 
 
 class _Conv(nnx.Module):
@@ -163,7 +190,25 @@ class _Conv(nnx.Module):
 
 
 class Conv(_Conv):
-    """Dense conv (same as ``nnx.Conv``), reporting itself to :mod:`fsjax.report`."""
+    """Dense conv: ``flax.nnx.Conv``'s arguments and results, reporting itself to
+    :mod:`fsjax.report` (and quantized, exported and pruned like the other kinds).
+
+    Args:
+      in_features, out_features: input and output channels.
+      kernel_size: an int (a 1-D kernel, as in Flax) or one size per spatial dim.
+      strides: an int or one per spatial dim.
+      **kwargs: :class:`ConvArgs` (``padding``, ``use_bias``, ..., ``rngs``).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> conv = Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))
+    >>> conv(jnp.ones((2, 16, 16, 3))).shape
+    (2, 16, 16, 8)
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
+                 strides: None | int | Sequence[int] = 1, **kwargs: Unpack[ConvArgs]) -> None:
+        super().__init__(in_features, out_features, kernel_size, strides, **kwargs)
 
 
 class FSConv(_Conv):
@@ -178,9 +223,29 @@ class FSConv(_Conv):
 
     kind = "fs"
 
-    def __init__(self, *args, compression: float = 4.0, offsets=None, layout: str = "fsjax",
-                 **kw):
-        super().__init__(*args, compression=compression, offsets=offsets, layout=layout, **kw)
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
+                 strides: None | int | Sequence[int] = 1, *, compression: float = 4.0,
+                 offsets: Sequence[int] | None = None, layout: str = "fsjax",
+                 **kwargs: Unpack[ConvArgs]) -> None:
+        """An FS conv: the dense ``(*kernel_size, in, out)`` kernel's filters are segments of
+        one stored vector ``fs`` of length ``L``.
+
+        Args:
+          in_features, out_features, kernel_size, strides: as :class:`Conv`.
+          compression: rho; ``L = max(K, floor(K * out / rho))`` with ``K`` the filter size
+            (``kh * kw * in``): about rho x fewer stored weights.
+          offsets: the ``out`` segment starts in ``[0, L)`` (default: evenly spaced,
+            :func:`fsjax.ops.fs_offsets`).
+          layout: ``'fsjax'`` or ``'official'`` (the official FSNet code's filter starts).
+          **kwargs: :class:`ConvArgs`.
+
+        >>> from flax import nnx
+        >>> conv = FSConv(16, 32, (3, 3), compression=4.0, rngs=nnx.Rngs(0))
+        >>> conv.fs.shape, conv.spec.kernel_shape
+        ((1152,), (3, 3, 16, 32))
+        """
+        super().__init__(in_features, out_features, kernel_size, strides,
+                         compression=compression, offsets=offsets, layout=layout, **kwargs)
 
     def _init_params(self, stored, metadata):
         self.fs = nnx.Param(stored, **metadata)
@@ -213,11 +278,31 @@ class DFSConv(_Conv):
 
     kind = "dfs"
 
-    def __init__(self, *args, location_mode: str = "wrap", **kw):
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
+                 strides: None | int | Sequence[int] = 1, *, compression: float = 4.0,
+                 offsets: Sequence[int] | None = None, location_mode: str = "wrap",
+                 **kwargs: Unpack[ConvArgs]) -> None:
+        """A DFS conv: an FS conv (see :class:`FSConv`) whose ``out`` segment locations are
+        trained too (``locations``, a :class:`Location`; give them their own optimizer:
+        :func:`fsjax.optim.model_optimizer`).
+
+        Args:
+          in_features, out_features, kernel_size, strides, compression, offsets: as
+            :class:`FSConv` (``offsets``: the starting locations).
+          location_mode: ``'wrap'`` (``loc = raw mod L``) or ``'sigmoid'``
+            (``loc = sigmoid(raw) * L``).
+          **kwargs: :class:`ConvArgs`.
+
+        >>> from flax import nnx
+        >>> conv = DFSConv(16, 32, (3, 3), compression=4.0, rngs=nnx.Rngs(0))
+        >>> conv.locations.shape, type(conv.to_fs()).__name__
+        ((32,), 'FSConv')
+        """
         if location_mode not in ("wrap", "sigmoid"):
             raise ValueError(f"location_mode must be 'wrap' or 'sigmoid'; got {location_mode!r}")
         self.location_mode = location_mode
-        super().__init__(*args, **kw)
+        super().__init__(in_features, out_features, kernel_size, strides,
+                         compression=compression, offsets=offsets, **kwargs)
 
     def _init_params(self, stored, metadata):
         self.fs = nnx.Param(stored, **metadata)
@@ -266,10 +351,29 @@ class KSConv(_Conv):
 
     kind = "ks"
 
-    def __init__(self, *args, weighted: bool = False, groups: int | None = None,
-                 alpha_mode="input", **kw):
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
+                 strides: None | int | Sequence[int] = 1, *, weighted: bool = False,
+                 groups: int | None = None, alpha_mode: str = "input",
+                 **kwargs: Unpack[ConvArgs]) -> None:
+        """A kernel-sharing conv (KSC), or WKSC with ``weighted=True``.
+
+        Args:
+          in_features, out_features, kernel_size, strides: as :class:`Conv`.
+          weighted: WKSC: every input channel (``alpha_mode='input'``) or (input, output)
+            pair (``'pair'``) has a trained weight ``alpha`` (a :class:`ShareWeight`, 1 at
+            the start).
+          groups: the contiguous input-channel groups sharing one kernel each (``g =
+            in_features // groups`` channels per kernel); default ``feature_group_count``.
+          **kwargs: :class:`ConvArgs`.
+
+        >>> from flax import nnx
+        >>> conv = KSConv(16, 32, (3, 3), groups=4, weighted=True, rngs=nnx.Rngs(0))
+        >>> conv.kernel.shape, conv.alpha.shape
+        ((3, 3, 4, 32), (16,))
+        """
         self.kind = "wks" if weighted else "ks"
-        super().__init__(*args, groups=groups, alpha_mode=alpha_mode, **kw)
+        super().__init__(in_features, out_features, kernel_size, strides, groups=groups,
+                         alpha_mode=alpha_mode, **kwargs)
 
     def _init_params(self, stored, metadata):
         super()._init_params(stored, metadata)
@@ -287,16 +391,21 @@ class KSConv(_Conv):
 
 
 def _signature(cls, **options):
-    """Give ``cls.__init__`` the full signature: Flax's arguments, fsjax's, then ``options``."""
+    """``inspect.signature(cls)`` (and of ``cls.__init__``) shows every argument: Flax's,
+    fsjax's, then ``options`` (nnx's metaclass would otherwise show ``*args, **kwargs``; the
+    annotated ``__init__`` is what static checkers read)."""
     base = inspect.signature(_Conv.__init__)
     params = [p for p in base.parameters.values() if p.kind != p.VAR_KEYWORD]
     params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
                for k, v in options.items()]
-    cls.__init__.__signature__ = base.replace(parameters=params)
+    full = base.replace(parameters=params, return_annotation=inspect.Signature.empty)
+    cls.__init__.__signature__ = full
+    cls.__signature__ = full.replace(parameters=params[1:])  # without self
 
 
+_signature(Conv)
 _signature(FSConv, compression=4.0, offsets=None, layout="fsjax")
-_signature(DFSConv, location_mode="wrap", compression=4.0, offsets=None)
+_signature(DFSConv, compression=4.0, offsets=None, location_mode="wrap")
 _signature(KSConv, weighted=False, groups=None, alpha_mode="input")
 
 

@@ -103,6 +103,23 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
         :func:`fsjax.ops.fs_project`; KS: the mean kernel of each channel group, alpha = 1),
         otherwise a fresh initialisation.
       layer_kw: extra layer options (e.g. ``location_mode``, ``alpha_mode``).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> class Net(nnx.Module):
+    ...     def __init__(self, rngs):
+    ...         self.a = nnx.Conv(3, 16, (3, 3), rngs=rngs)
+    ...         self.b = nnx.Conv(16, 32, (3, 3), rngs=rngs)
+    ...     def __call__(self, x):
+    ...         return self.b(nnx.relu(self.a(x)))
+    >>> net = Net(nnx.Rngs(0))
+    >>> x = jnp.ones((1, 8, 8, 3))
+    >>> before = net(x)
+    >>> done = convert(net, "fs", compression=1.0)   # rho = 1: the same function
+    >>> list(done), done.skipped
+    (['b'], [('a', 'fewer than min_params=1024 weights')])
+    >>> bool(jnp.array_equal(net(x), before))
+    True
     """
     check_convert_args("convert", kind, group_size)
     rngs = nnx.Rngs(seed)
@@ -144,7 +161,14 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
 def materialize(model: nnx.Module) -> list[str]:
     """For inference: replace every FS/DFS layer by a dense :class:`Conv` holding its
     materialised kernel, so filters are built once, not on every call (KS/WKS layers stay:
-    their factored form is cheaper than the dense kernel). Returns the replaced paths."""
+    their factored form is cheaper than the dense kernel). Returns the replaced paths.
+
+    >>> from flax import nnx
+    >>> from fsjax import models
+    >>> net = models.create("resnet8", conv="fs")
+    >>> len(materialize(net)), type(net.blocks[0].conv1.conv).__name__
+    (9, 'Conv')
+    """
     done = []
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, (FSConv, DFSConv)) and path:
@@ -158,7 +182,13 @@ def materialize(model: nnx.Module) -> list[str]:
 
 def freeze_dfs(model: nnx.Module) -> list[str]:
     """Replace every DFS layer by its frozen FS layer (locations rounded to integer offsets,
-    :meth:`DFSConv.to_fs`): export a trained DFS model as an FS model. Returns the paths."""
+    :meth:`DFSConv.to_fs`): export a trained DFS model as an FS model. Returns the paths.
+
+    >>> from fsjax import models
+    >>> net = models.create("resnet8", conv="dfs")
+    >>> len(freeze_dfs(net)), net.blocks[0].conv1.conv.spec.kind
+    (9, 'fs')
+    """
     done = []
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, DFSConv) and path:

@@ -19,32 +19,11 @@ from __future__ import annotations
 
 import functools
 
-import jax
-import numpy as np
 from flax import nnx
 
 from fsjax import ops
 
 __all__ = ["jit"]
-
-
-def _signature(args, kwargs, static: frozenset, static_names: frozenset):
-    """A hashable key of what a compiled program depends on: the tree structure (modules and
-    optimizers included: nnx objects are pytrees), array shapes and dtypes, Python scalars'
-    types, and static arguments' values."""
-    parts = []
-    for i, a in enumerate(args):
-        parts.append(("static", a) if i in static else _abstract(a))
-    for k in sorted(kwargs):
-        parts.append((k, ("static", kwargs[k]) if k in static_names else _abstract(kwargs[k])))
-    return tuple(parts)
-
-
-def _abstract(tree):
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple(
-        (tuple(x.shape), str(x.dtype), getattr(x, "weak_type", False))
-        if isinstance(x, (jax.Array, np.ndarray, np.generic)) else type(x) for x in leaves)
 
 
 def jit(fun=None, *, compiler_options: dict | None = None, **nnx_jit_kwargs):
@@ -61,18 +40,29 @@ def jit(fun=None, *, compiler_options: dict | None = None, **nnx_jit_kwargs):
     static = frozenset((static,) if isinstance(static, int) else static)
     names = nnx_jit_kwargs.get("static_argnames") or ()
     names = frozenset((names,) if isinstance(names, str) else names)
-    cache: dict = {}
+    programs: list = []  # (static values, compiled), the last used first
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        key = _signature(args, kwargs, static, names)
-        compiled = cache.get(key)
-        if compiled is None:
-            compiled = cache[key] = jitted.lower(*args, **kwargs).compile(opts)
-        # a compiled program takes the dynamic arguments only
-        dyn = [a for i, a in enumerate(args) if i not in static]
-        return compiled(*dyn, **{k: v for k, v in kwargs.items() if k not in names})
+        fixed = (tuple(a for i, a in enumerate(args) if i in static),
+                 tuple(sorted((k, v) for k, v in kwargs.items() if k in names)))
+        dyn = [a for i, a in enumerate(args) if i not in static]  # a program takes these
+        dyn_kw = {k: v for k, v in kwargs.items() if k not in names}
+        for i, (values, compiled) in enumerate(programs):
+            if values != fixed:
+                continue
+            try:  # jax checks the arguments' structure, shapes and dtypes before running
+                out = compiled(*dyn, **dyn_kw)
+            except (TypeError, ValueError) as e:
+                if "does not match" in str(e) or "mismatch" in str(e):
+                    continue
+                raise
+            programs.insert(0, programs.pop(i))
+            return out
+        compiled = jitted.lower(*args, **kwargs).compile(opts)
+        programs.insert(0, (fixed, compiled))
+        return compiled(*dyn, **dyn_kw)
 
     call.lower = jitted.lower
-    call.compiled_count = lambda: len(cache)
+    call.compiled_count = lambda: len(programs)
     return call
