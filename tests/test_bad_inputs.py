@@ -30,7 +30,8 @@ def _config_cases():
     cases += [(key, "yes") for key in configlib.BOOLS]
     for key in ("model", "dataset", "conv.kind", "schedule.name", "optimizer.name",
                 "locations.optimizer", "share.optimizer", "compute_dtype", "conv.location_mode",
-                "conv.alpha_mode", "quant.method"):
+                "conv.alpha_mode", "quant.method", "augment.pad_mode", "prune.criterion",
+                "stream.enabled", "detection.map_method"):
         cases.append((key, "bogus"))
     cases.append(("on_device", "maybe"))
     return cases
@@ -47,7 +48,7 @@ def _set(c, key, value):
 
 @pytest.mark.parametrize("key,value", _config_cases())
 def test_bad_config_value(key, value):
-    c = configlib.base()
+    c = configlib.prune_block(configlib.compress_block(configlib.base()))
     _set(c, key, value)
     with pytest.raises(ValueError) as e:
         configlib.validate(c)
@@ -280,3 +281,22 @@ def test_data_locations(tmp_path, monkeypatch):
         data.load("fashion_mnist", str(tmp_path))
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         data.load("mnist")
+
+
+def test_each_config_key_is_declared_once(monkeypatch):
+    """base(), the help of --show_config and validate() all come from configlib.KEYS: a key
+    added there (one line) is in the defaults, has its help and is checked."""
+    c = configlib.base()
+    flat = {k for k in configlib._flat_keys(c)
+            if not isinstance(configlib._get(c, k), configlib.ml_collections.ConfigDict)
+            or k in ("conv.overrides", "optimizer.frozen", "quant.overrides")}
+    assert flat == {k.path for k in configlib.KEYS}
+    assert all(configlib.HELP[k] for k in flat)
+    new = configlib.Key("new.depth", 3, "a new key", configlib.Int(1))
+    monkeypatch.setattr(configlib, "KEYS", configlib.KEYS + (new,))
+    monkeypatch.setattr(configlib, "ALL_KEYS", configlib.ALL_KEYS + (new,))
+    c = configlib.base()
+    assert c.new.depth == 3
+    c.new.depth = 0
+    with pytest.raises(ValueError, match=r"config.new.depth = 0 is not valid; valid: an int >= 1"):
+        configlib.validate(c)

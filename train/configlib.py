@@ -1,11 +1,19 @@
 """The config schema (every key a config may set) and its validation.
 
-Configs call :func:`base` and change what they need; the dict is locked, so a misspelt key
-(``--config.optimiser.lr``) stops with ml_collections' error naming it. :func:`validate` checks
-names and combinations before any work starts and lists the valid choices.
+Each key is declared once, in :data:`KEYS` (and the ``prune`` / ``compress`` blocks in
+:data:`PRUNE_KEYS` / :data:`COMPRESS_KEYS`): its default, its help line and what is valid.
+:func:`base` (the defaults), ``--show_config`` (:data:`HELP`) and :func:`validate` all read that
+table, so adding a key is one line plus its use. Configs call :func:`base` and change what they
+need; the dict is locked, so a misspelt key (``--config.optimiser.lr``) stops with a one-line
+error naming it. :func:`validate` checks every key and the combinations before any work starts
+and says what is valid.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
@@ -15,85 +23,334 @@ from fsjax.spec import KINDS
 SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "linear", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")
-MODEL_OPTIONS = ("widths", "stem", "stem_width", "shortcut", "stride_on", "variant", "width",
-                 "stem_stride", "dropout", "growth", "depth", "depths", "mid_widths", "cells",
-                 "channels", "genotype", "auxiliary", "drop_path", "primitives", "torch_padding",
-                 "head", "fc_width", "backbone", "backbone_kw", "image_size", "extras",
-                 "aspect_ratios", "min_scale", "max_scale", "logit_scale", "norm_scale",
-                 "norm_momentum", "norm_eps", "identity_init", "conv_init_scale",
-                 "whiten_width", "partial_channels", "edge_norm")
+MODEL_OPTIONS = models.model_options()  # every zoo model's keyword options (model_kw.*)
+
+
+# --- what a key may hold: each check says what is valid in its own words --------------------
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An int in ``[lo, hi]`` (None: unbounded); ``text`` overrides the generated wording."""
+
+    lo: int | None = None
+    hi: int | None = None
+    text: str = ""
+    kind = "int"
+
+    def valid(self) -> str:
+        return self.text or _bounds("an int", self.lo, self.hi)
+
+    def ok(self, v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and _within(v, self.lo, self.hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Num(Int):
+    """A number (int or float, not NaN) in ``[lo, hi]``."""
+
+    kind = "num"
+
+    def valid(self) -> str:
+        return self.text or _bounds("a number", self.lo, self.hi)
+
+    def ok(self, v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and \
+            _within(v, self.lo, self.hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool:
+    def valid(self) -> str:
+        return "True, False"
+
+    def ok(self, v) -> bool:
+        return isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of ``values`` (a tuple, or a function giving it: e.g. the zoo's model names)."""
+
+    values: tuple | Callable
+
+    def choices(self) -> tuple:
+        return tuple(self.values() if callable(self.values) else self.values)
+
+    def valid(self) -> str:
+        return ", ".join(map(str, self.choices()))
+
+    def ok(self, v) -> bool:
+        return v in self.choices()
+
+
+def _within(v, lo, hi) -> bool:
+    return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+def _bounds(what, lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"{what} in [{lo}, {hi}]"
+    return f"{what} >= {lo}" if lo is not None else what
+
+
+def _dataset_ok(v) -> bool:
+    return isinstance(v, str) and (v in ("fashion_mnist", "cifar10", "synthetic", "folder",
+                                         *data.DETECTION) or
+                                   (v.startswith("tfds:") and len(v) > 5))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    def valid(self) -> str:
+        return ", ".join(data.DATASETS)
+
+    def ok(self, v) -> bool:
+        return _dataset_ok(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One config key: its dotted path, default, one-line help and check (None: any value).
+    ``table=True``: a free-form ``{name: value}`` table (a ConfigDict, not type-checked)."""
+
+    path: str
+    default: Any
+    help: str
+    check: Any = None
+    table: bool = False
+
+
+K = Key
+# Every key a config may set, declared once: base(), --show_config, HELP and validate() all
+# come from this table (model_kw.* from the zoo's options, MODEL_OPTIONS).
+KEYS = (
+    K("seed", 0, "seeds initialisation, data order, augmentation and subsets", Int(0)),
+    K("dataset", "fashion_mnist", "fashion_mnist | cifar10 | synthetic | folder | "
+      "tfds:<name> | a detection set", Dataset()),
+    K("data_dir", "", "CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir"),
+    K("data_limit", 0, ">0: a seeded class-stratified subset of this many training examples",
+      Int(0, text="an int >= 0 (0: all)")),
+    K("eval_limit", 0, ">0: the same for the test set (0: the full test set)",
+      Int(0, text="an int >= 0 (0: all)")),
+    K("model", "resnet20", "zoo name (fsjax.models.MODELS)", Choice(lambda: sorted(models.MODELS))),
+    K("conv.kind", "fs", "dense | fs | dfs | ks | wks", Choice(KINDS)),
+    K("conv.compression", 4.0, "FS/DFS rho: dense kernel size / summary length", Num(1)),
+    K("conv.group_size", 4, "KS/WKS: input channels per shared kernel", Int(1)),
+    K("conv.location_mode", "wrap", "DFS location parameterisation: wrap | sigmoid",
+      Choice(("wrap", "sigmoid"))),
+    K("conv.alpha_mode", "input", "WKSC weights: input (one per input channel) | pair",
+      Choice(("input", "pair"))),
+    K("conv.min_params", 0, "layers with fewer dense weights stay dense", Int(0)),
+    K("conv.layout", "fsjax", "FS filter starts: fsjax (exact integers) | official (the FSNet "
+      "PyTorch code)", Choice(("fsjax", "official"))),
+    K("conv.overrides", {}, "{layer-name glob: kind or dict of options}, later patterns win",
+      table=True),
+    K("init_from", "", "workdir of a trained dense run: project its kernels onto this model"),
+    K("init_weights", "", "an fsjax.export path (no suffix): start from these weights"),
+    K("arch_from", "", "pruning/training workdir or export path: its architecture, fresh weights"),
+    K("num_epochs", 3, "epochs to train (may grow on resume)", Int(1)),
+    K("batch_size", 128, "global training batch (divides by the device count)", Int(1)),
+    K("eval_batch_size", 1000, "evaluation batch (divides by the device count)", Int(1)),
+    K("optimizer.name", "sgd", "sgd | adam | adamw", Choice(OPTIMIZERS)),
+    K("optimizer.lr", 0.1, "peak learning rate for the global batch", Num(1e-300)),
+    K("optimizer.momentum", 0.9, "SGD momentum", Num(0, 0.999999, "a number in [0, 1)")),
+    K("optimizer.nesterov", False, "Nesterov momentum (SGD)", Bool()),
+    K("optimizer.weight_decay", 5e-4, "L2 (SGD/adam) or decoupled (adamw) weight decay", Num(0)),
+    K("optimizer.grad_clip", 0.0, ">0: clip the global gradient norm",
+      Num(0, text="a number >= 0 (0: off)")),
+    K("optimizer.norm_lr_scale", 1.0, "lr multiplier of BatchNorm scales and biases (their "
+      "weight decay per step is kept: airbench's bias_scaler)", Num(1e-300)),
+    K("optimizer.frozen", {}, "{parameter path glob: epoch}: trained before that epoch only "
+      "(0: never; e.g. {'whiten/kernel': 0})", table=True),
+    K("lookahead.every", 0, "lookahead / EMA of weights and BatchNorm statistics every N "
+      "steps (0: off)", Int(0, text="an int >= 0 (0: off)")),
+    K("lookahead.decay", 0.95 ** 5, "lookahead decay at the last step (scaled by "
+      "(step/total)^power)", Num(0, 1)),
+    K("lookahead.power", 3.0, "lookahead decay's power of step/total", Num(0)),
+    K("label_smoothing", 0.0, "cross-entropy label smoothing", Num(0, 0.999, "a number in [0, 1)")),
+    K("schedule.name", "step", "step | cyclic | cosine | onecycle | linear | constant",
+      Choice(SCHEDULES)),
+    K("schedule.warmup_epochs", 0.0, "linear warm-up epochs", Num(0, text="a number of epochs >= 0")),
+    K("schedule.decay_points", (0.5, 0.75), "step: fractions of training where lr *= "
+      "decay_factor"),
+    K("schedule.decay_factor", 0.1, "step/cyclic: lr factor at each decay point",
+      Num(1e-300, 1, "a number in (0, 1]")),
+    K("schedule.cycles", 1, "cyclic: restarts of the step schedule", Int(1)),
+    K("schedule.final_lr_fraction", 0.0, "cosine/onecycle/linear: final lr / peak lr", Num(0, 1)),
+    K("schedule.warmup_start_fraction", 0.0, "warm-up starts at this fraction of the peak lr "
+      "(onecycle: 1/25)", Num(0, 1)),
+    # DFS locations and WKSC channel weights get their own optimizer (fsjax.optim)
+    K("locations.optimizer", "adam", "DFS locations' own optimizer", Choice(OPTIMIZERS)),
+    K("locations.lr", 1e-3, "DFS locations' learning rate", Num(1e-300)),
+    K("locations.freeze_epoch", -1, "round DFS locations (DFS -> FS) at this epoch; -1: never",
+      Int(-1, text="an int >= -1 (-1: never)")),
+    K("share.optimizer", "sgd", "WKSC channel weights' own optimizer", Choice(OPTIMIZERS)),
+    K("share.lr", 0.01, "WKSC channel weights' learning rate", Num(1e-300)),
+    K("share.weight_decay", 0.0, "WKSC channel weights' weight decay", Num(0)),
+    K("augment.crop_padding", 4, "random crop after padding by this many pixels (in-memory "
+      "sets; streamed sets get the stream's random-resized crop)", Int(0)),
+    K("augment.flip", True, "random horizontal flip (in-memory sets; the stream flips its own)",
+      Bool()),
+    K("augment.cutout", 0, ">0: cutout square side (in-memory sets)",
+      Int(0, text="an int >= 0 (0: off)")),
+    K("augment.pad_mode", "constant", "crop padding: constant (zeros) | reflect",
+      Choice(("constant", "reflect"))),
+    K("augment.alternate_flip", False, "mirror a seeded half of the images once, then all of "
+      "them on odd epochs (airbench), instead of a random flip per step", Bool()),
+    K("tta", 0, "test-time augmentation of the final evaluation (reported beside the plain "
+      "accuracy): 0 none | 1 mirror | 2 mirror + 1-pixel translations", Int(0, 2, "0, 1 or 2")),
+    K("data_init_examples", 5000, "training images that data-dependent initialisers see "
+      "(airbench's whitening conv)", Int(1)),
+    K("compute_dtype", "auto", "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
+      Choice(DTYPES)),
+    K("on_device", "auto", "keep the data set on the device: auto | True | False",
+      Choice(("auto", True, False))),
+    K("steps_per_call", 0, "training steps per jitted call (0: 1 on CPU, ~10 calls/epoch "
+      "elsewhere)", Int(0, text="an int >= 0 (0: auto)")),
+    K("resume_step", 0, "resume from this checkpoint step (0: the latest); later ones are "
+      "moved to checkpoints-set-aside/", Int(0, text="an int >= 0 (0: the latest)")),
+    K("keep_checkpoints", 2, "checkpoints kept (the last N)", Int(1)),
+    K("keep_best", True, "also keep the best by test accuracy", Bool()),
+    K("tensorboard", True, "TensorBoard scalars in workdir/tensorboard when tensorboardX is "
+      "installed (pip install tensorboardX; without it nothing is said)", Bool()),
+    K("progress", True, "the interactive bar on a terminal (off: periodic lines only)", Bool()),
+    K("quiet", False, "print nothing but errors (results.json is still written)", Bool()),
+    K("log_every_s", 30.0, "off a terminal: a progress line every this many seconds", Num(0)),
+    K("aux_weight", 0.4, "weight of an auxiliary head's loss (DARTS eval)", Num(0)),
+    # DARTS search (first order): weights on one half of the training set, alphas and DFS
+    # locations on the other half
+    K("nas.search", False, "DARTS search: weights on one half, architecture on the other", Bool()),
+    K("nas.arch_lr", 3e-4, "DARTS architecture learning rate", Num(1e-300)),
+    K("nas.arch_weight_decay", 1e-3, "DARTS architecture weight decay", Num(0)),
+    K("nas.warmup_epochs", 0.0, "DARTS: the architecture waits this many epochs (weights "
+      "train first, as PC-DARTS)", Num(0, text="a number of epochs >= 0")),
+    K("nas.aux_skip", False, "DARTS-: an auxiliary skip on every stride-1 edge, its weight "
+      "decaying from 1 to 0 over the search", Bool()),
+    # detection (dataset synthetic_detection | voc, model ssd): data, matching, loss, inference
+    K("detection.image_size", 64, "detection images are resized to this square side "
+      "(synthetic, VOC)", Int(16, text="an int >= 16 (pixels)")),
+    K("detection.max_objects", 4, "synthetic scenes: most objects per image (VOC: 0 = all)",
+      Int(0, text="an int >= 0 (VOC: 0 = all; synthetic >= 1)")),
+    K("detection.num_train", 8000, "synthetic scenes: training images", Int(1)),
+    K("detection.num_test", 1000, "synthetic scenes: test images", Int(1)),
+    K("detection.min_crop", 0.5, "smallest random crop side (fraction of the image; 1: no crop)",
+      Num(0.1, 1, "a number in [0.1, 1] (1: no crop)")),
+    K("detection.match_threshold", 0.5, "IoU from which a default box matches a ground-truth "
+      "box", Num(0, 1)),
+    K("detection.neg_pos_ratio", 3.0, "hard negatives per positive in the multibox loss", Num(0)),
+    K("detection.score_threshold", 0.01, "inference: lowest class score kept", Num(0, 1)),
+    K("detection.nms_threshold", 0.45, "inference: NMS IoU threshold", Num(0, 1)),
+    K("detection.top_k", 200, "inference: boxes per class before NMS", Int(1)),
+    K("detection.max_detections", 100, "inference: detections per image", Int(1)),
+    K("detection.map_method", "11point", "mAP@0.5 definition: 11point (VOC07) | all (VOC10+) "
+      "| 101point", Choice(("11point", "all", "101point"))),
+    K("checkpoint_every_steps", 0, ">0: a checkpoint every N steps inside an epoch too "
+      "(checkpoints-partial/, the last one kept; resume mid-epoch)",
+      Int(0, text="an int >= 0 (0: at epoch ends only)")),
+    # streaming input (fsjax.data.stream): dataset 'folder' and large 'tfds:' sets are read
+    # from disk while training (grain worker processes), with ImageNet-style crops
+    K("stream.enabled", "auto", "auto (folder: always; tfds: when its images vary in size or "
+      "the prepared set exceeds 4 GiB) | on | off", Choice(("auto", "on", "off"))),
+    K("stream.image_size", 224, "streamed images are cropped to this square side",
+      Int(8, text="an int >= 8 (pixels)")),
+    K("stream.workers", 0, "grain worker processes decoding and cropping (0: in the main "
+      "process)", Int(0, text="an int >= 0 (0: in the main process)")),
+    K("stream.corrupt", "error", "a file that does not decode: error (names it) | skip (the "
+      "next file is used instead, counted in metrics.jsonl)", Choice(("error", "skip"))),
+    K("stream.crop_fraction", 0.875, "evaluation: shorter side resized to image_size / "
+      "crop_fraction, then the centre crop", Num(0.05, 1)),
+    K("stream.min_scale", 0.08, "training: random-resized crop's smallest area fraction",
+      Num(0.001, 1)),
+    K("stream.eval_split", "", "TFDS split to evaluate on (default: validation, else test)"),
+    # quantization-aware training (fsjax.quant)
+    K("quant.bits", 0, "QAT bits (0: off, 2..8)", Int(0, 8, "0 (off) or an int in 2..8")),
+    K("quant.per_channel", False, "per-output-channel quantisation scales", Bool()),
+    K("quant.method", "uniform", "uniform | kmeans", Choice(("uniform", "kmeans"))),
+    K("quant.overrides", {}, "{layer glob: bits}", table=True),
+) + tuple(K(f"model_kw.{k}", None, "model option (None: the model's default)")
+          for k in MODEL_OPTIONS)
+
+# the blocks that train.prune and train.compress read (configs add them with prune_block /
+# compress_block, so every config that prunes or compresses has the same keys)
+PRUNE_KEYS = (
+    K("prune.source", "", "a trained run's workdir to prune (empty: train the dense model "
+      "first)"),
+    K("prune.ratio", 0.5, "fraction of each layer's filters to remove",
+      Num(1e-9, 1 - 1e-9, "a number in (0, 1)")),
+    K("prune.criterion", "thinet", "thinet | thinet_stepwise | thinet_stepwise_exact | random "
+      "| weight_sum | apoz", Choice(("thinet", "thinet_stepwise", "thinet_stepwise_exact",
+                                      "random", "weight_sum", "apoz"))),
+    K("prune.layers", (), "producer convs to prune (empty: the paper's choice)"),
+    K("prune.target", "", "a published VGG-16 architecture (thinet_conv | thinet_gap | "
+      "thinet_tiny; empty: prune.layers at prune.ratio)"),
+    K("prune.base_widths", (), "prune.target: the original model's widths (empty: VGG-16's)"),
+    K("prune.samples_per_class", 10, "training images per class whose activations ThiNet "
+      "samples", Int(1)),
+    K("prune.samples_per_image", 10, "sampled positions per image", Int(1)),
+    K("prune.head_epochs", 1, "fine-tuning epochs after a head replacement (prune.target)",
+      Int(0)),
+    K("prune.finetune_epochs", 1, "fine-tuning epochs after each pruned layer", Int(0)),
+    K("prune.finetune_lr", 0.01, "their lr (cosine)", Num(1e-300)),
+    K("prune.final_epochs", 10, "fine-tuning epochs at the end", Int(0)),
+    K("prune.final_lr", 0.01, "their lr (cosine)", Num(1e-300)),
+)
+COMPRESS_KEYS = (
+    K("compress.source", "", "a trained run's workdir (empty: train the dense model first)"),
+    K("compress.stages", (), "steps: thinet:<r>, fs|dfs:<rho>, ks|wks:<g>, finetune, "
+      "quant:<bits>"),
+    K("compress.finetune_epochs", 10, "fine-tuning epochs of each conversion step", Int(0)),
+    K("compress.finetune_lr", 0.01, "their lr (cosine)", Num(1e-300)),
+    K("compress.per_channel", True, "per-output-channel quantisation scales", Bool()),
+    K("compress.qat_below", 8, "quantization-aware fine-tuning below this many bits (PTQ at "
+      "and above)", Int(2, 9)),
+    K("compress.latency_batch", 64, "batch of the latency column", Int(1)),
+)
+ALL_KEYS = KEYS + PRUNE_KEYS + COMPRESS_KEYS
+HELP = {k.path: k.help for k in ALL_KEYS}
+# views for tests and tools: ranged keys and booleans
+RANGES = {k.path: (k.check.kind, k.check.lo, k.check.hi, k.check.valid()) for k in ALL_KEYS
+          if isinstance(k.check, Int)}
+BOOLS = tuple(k.path for k in ALL_KEYS if isinstance(k.check, Bool))
+
+
+def _build(keys, over: dict | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    for k in keys:
+        *parents, last = k.path.split(".")
+        node = c
+        for part in parents:
+            if part not in node:
+                node[part] = ml_collections.ConfigDict()
+            node = node[part]
+        if k.table:
+            node[last] = ml_collections.ConfigDict(dict(k.default), type_safe=False)
+        elif k.default is None:
+            node[last] = ml_collections.config_dict.placeholder(object)
+        else:
+            node[last] = k.default
+    for path, v in (over or {}).items():
+        *parents, last = path.split(".")
+        node = c
+        for part in parents:
+            node = node[part]
+        node[last] = v
+    return c
 
 
 def base() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.dataset = "fashion_mnist"
-    c.data_dir = ""          # CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir
-    c.data_limit = 0         # >0: a seeded class-stratified subset of this many training examples
-    c.eval_limit = 0         # >0: the same for the test set (0: the full test set)
-    c.model = "resnet20"
-    # model options; None = the model's default. See fsjax.models for which model takes which.
-    c.model_kw = ml_collections.ConfigDict(
-        {k: ml_collections.config_dict.placeholder(object) for k in MODEL_OPTIONS})
-    c.conv = ml_collections.ConfigDict(dict(
-        kind="fs", compression=4.0, group_size=4, location_mode="wrap", alpha_mode="input",
-        min_params=0, layout="fsjax"))
-    c.conv.overrides = ml_collections.ConfigDict({}, type_safe=False)
-    c.init_from = ""         # workdir of a trained dense run: project its kernels (fs_project)
-    c.init_weights = ""      # an fsjax.export path (no suffix): start from these weights
-    c.arch_from = ""         # a run (or export) whose architecture to train from scratch
-    c.num_epochs = 3
-    c.batch_size = 128
-    c.eval_batch_size = 1000
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, grad_clip=0.0,
-        norm_lr_scale=1.0))
-    # {glob on the parameter path (a/b/c): epoch}: trained before that epoch only (0: frozen)
-    c.optimizer.frozen = ml_collections.ConfigDict({}, type_safe=False)
-    # lookahead (airbench): every N steps slow <- d slow + (1-d) fast, fast <- slow, with
-    # d = decay * (step / total)^power; the weights are the slow copy at the end. 0: off
-    c.lookahead = ml_collections.ConfigDict(dict(every=0, decay=0.95 ** 5, power=3.0))
-    c.label_smoothing = 0.0
-    c.schedule = ml_collections.ConfigDict(dict(
-        name="step", warmup_epochs=0.0, decay_points=(0.5, 0.75), decay_factor=0.1, cycles=1,
-        final_lr_fraction=0.0, warmup_start_fraction=0.0))
-    # DFS locations and WKSC channel weights get their own optimizer (optax.multi_transform).
-    c.locations = ml_collections.ConfigDict(dict(optimizer="adam", lr=1e-3, freeze_epoch=-1))
-    c.share = ml_collections.ConfigDict(dict(optimizer="sgd", lr=0.01, weight_decay=0.0))
-    c.augment = ml_collections.ConfigDict(dict(crop_padding=4, flip=True, cutout=0,
-                                               pad_mode="constant", alternate_flip=False))
-    c.tta = 0                # test-time augmentation of the final evaluation: 0 | 1 | 2
-    c.data_init_examples = 5000  # training images seen by data-dependent initialisers
-    c.compute_dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
-    c.on_device = "auto"     # keep the data set in device memory (auto: if it fits)
-    c.steps_per_call = 0     # training steps per jitted call (0: about 10 calls per epoch)
-    c.resume_step = 0        # resume from this checkpoint step (0: the latest); later ones are
-    #                          moved to checkpoints-set-aside/
-    c.keep_checkpoints = 2
-    c.keep_best = True
-    c.tensorboard = True     # TensorBoard scalars when tensorboardX is installed
-    c.progress = True        # the interactive bar on a terminal (off: periodic lines only)
-    c.quiet = False          # True: print nothing but errors (results.json is still written)
-    c.log_every_s = 30.0     # off a terminal: a progress line every this many seconds
-    c.aux_weight = 0.4       # weight of an auxiliary head's loss (DARTS eval networks)
-    # DARTS search (first order): weights on one half of the training set, alphas and DFS
-    # locations on the other half
-    c.nas = ml_collections.ConfigDict(dict(search=False, arch_lr=3e-4, arch_weight_decay=1e-3,
-                                           warmup_epochs=0.0, aux_skip=False))
-    # detection (dataset synthetic_detection | voc, model ssd): data, matching, loss, inference
-    c.detection = ml_collections.ConfigDict(dict(
-        image_size=64, max_objects=4, num_train=8000, num_test=1000, min_crop=0.5,
-        match_threshold=0.5, neg_pos_ratio=3.0, score_threshold=0.01, nms_threshold=0.45,
-        top_k=200, max_detections=100, map_method="11point"))
-    c.checkpoint_every_steps = 0  # >0: also a checkpoint every N steps inside an epoch
-    # streaming input (fsjax.data.stream): dataset 'folder' and large 'tfds:' sets are read
-    # from disk while training (grain worker processes), with ImageNet-style crops
-    c.stream = ml_collections.ConfigDict(dict(
-        enabled="auto", image_size=224, workers=0, corrupt="error", crop_fraction=0.875,
-        min_scale=0.08, eval_split=""))
-    c.quant = ml_collections.ConfigDict(dict(bits=0, per_channel=False, method="uniform",
-                                             overrides={}),
-                                        type_safe=False)  # QAT (fsjax.quant); 0 = off
+    """A config with every key of :data:`KEYS` at its default; configs change what they need
+    (the dict is locked by the command line, so a misspelt key stops with a one-line error)."""
+    return _build(KEYS)
+
+
+def prune_block(c: ml_collections.ConfigDict, **over) -> ml_collections.ConfigDict:
+    """Add the ``prune`` block (:data:`PRUNE_KEYS` defaults, ``over`` by key name) to ``c``."""
+    c.prune = _build(PRUNE_KEYS, {f"prune.{k}": v for k, v in over.items()}).prune
+    return c
+
+
+def compress_block(c: ml_collections.ConfigDict, **over) -> ml_collections.ConfigDict:
+    """Add the ``compress`` block (:data:`COMPRESS_KEYS`) to ``c``."""
+    c.compress = _build(COMPRESS_KEYS, {f"compress.{k}": v for k, v in over.items()}).compress
     return c
 
 
@@ -139,180 +396,6 @@ def _stream_data(c, limit):
     return stream.tfds_stream(c.dataset[5:], c.data_dir, eval_split=st.eval_split, **kw)
 
 
-HELP = {
-    "seed": "seeds initialisation, data order, augmentation and subsets",
-    "dataset": "fashion_mnist | cifar10 | synthetic | tfds:<name>",
-    "data_dir": "CIFAR folder/tarballs, Fashion-MNIST IDX folder, or TFDS data dir",
-    "data_limit": ">0: a seeded class-stratified subset of this many training examples",
-    "eval_limit": ">0: the same for the test set (0: the full test set)",
-    "model": "zoo name (fsjax.models.MODELS)",
-    "conv.kind": "dense | fs | dfs | ks | wks",
-    "conv.compression": "FS/DFS rho: dense kernel size / summary length",
-    "conv.group_size": "KS/WKS: input channels per shared kernel",
-    "conv.location_mode": "DFS location parameterisation: wrap | sigmoid",
-    "conv.alpha_mode": "WKSC weights: input (one per input channel) | pair",
-    "conv.min_params": "layers with fewer dense weights stay dense",
-    "conv.layout": "FS filter starts: fsjax (exact integers) | official (the FSNet PyTorch code)",
-    "conv.overrides": "{layer-name glob: kind or dict of options}, later patterns win",
-    "init_from": "workdir of a trained dense run: project its kernels onto this model",
-    "init_weights": "an fsjax.export path (no suffix): start from these weights",
-    "arch_from": "pruning/training workdir or export path: its architecture, fresh weights",
-    "num_epochs": "epochs to train (may grow on resume)",
-    "batch_size": "global training batch (divides by the device count)",
-    "eval_batch_size": "evaluation batch (divides by the device count)",
-    "optimizer.name": "sgd | adam | adamw",
-    "optimizer.lr": "peak learning rate for the global batch",
-    "optimizer.momentum": "SGD momentum",
-    "optimizer.nesterov": "Nesterov momentum (SGD)",
-    "optimizer.weight_decay": "L2 (SGD/adam) or decoupled (adamw) weight decay",
-    "optimizer.grad_clip": ">0: clip the global gradient norm",
-    "optimizer.norm_lr_scale": "lr multiplier of BatchNorm scales and biases (their weight "
-                               "decay per step is kept: airbench's bias_scaler)",
-    "optimizer.frozen": "{parameter path glob: epoch}: trained before that epoch only "
-                        "(0: never; e.g. {'whiten/kernel': 0})",
-    "lookahead.every": "lookahead / EMA of weights and BatchNorm statistics every N steps "
-                       "(0: off)",
-    "lookahead.decay": "lookahead decay at the last step (scaled by (step/total)^power)",
-    "lookahead.power": "lookahead decay's power of step/total",
-    "label_smoothing": "cross-entropy label smoothing",
-    "schedule.name": "step | cyclic | cosine | onecycle | linear | constant",
-    "schedule.warmup_epochs": "linear warm-up epochs",
-    "schedule.decay_points": "step: fractions of training where lr *= decay_factor",
-    "schedule.decay_factor": "step/cyclic: lr factor at each decay point",
-    "schedule.cycles": "cyclic: restarts of the step schedule",
-    "schedule.final_lr_fraction": "cosine/onecycle/linear: final lr / peak lr",
-    "schedule.warmup_start_fraction": "warm-up starts at this fraction of the peak lr "
-                                      "(onecycle: 1/25)",
-    "locations.optimizer": "DFS locations' own optimizer",
-    "locations.lr": "DFS locations' learning rate",
-    "locations.freeze_epoch": "round DFS locations (DFS -> FS) at this epoch; -1: never",
-    "share.optimizer": "WKSC channel weights' own optimizer",
-    "share.lr": "WKSC channel weights' learning rate",
-    "share.weight_decay": "WKSC channel weights' weight decay",
-    "augment.crop_padding": "random crop after zero padding by this many pixels (in-memory "
-                            "sets; streamed sets get the stream's random-resized crop)",
-    "augment.flip": "random horizontal flip (in-memory sets; the stream flips its own)",
-    "augment.cutout": ">0: cutout square side (in-memory sets)",
-    "augment.pad_mode": "crop padding: constant (zeros) | reflect",
-    "augment.alternate_flip": "mirror a seeded half of the images once, then all of them on "
-                              "odd epochs (airbench), instead of a random flip per step",
-    "tta": "test-time augmentation of the final evaluation (reported beside the plain "
-           "accuracy): 0 none | 1 mirror | 2 mirror + 1-pixel translations",
-    "data_init_examples": "training images that data-dependent initialisers see (airbench's "
-                          "whitening conv)",
-    "compute_dtype": "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
-    "on_device": "keep the data set on the device: auto | True | False",
-    "steps_per_call": "training steps per jitted call (0: 1 on CPU, ~10 calls/epoch elsewhere)",
-    "resume_step": "resume from this checkpoint step (0: the latest)",
-    "keep_checkpoints": "checkpoints kept (the last N)",
-    "keep_best": "also keep the best by test accuracy",
-    "tensorboard": "TensorBoard scalars in workdir/tensorboard when tensorboardX is installed "
-                   "(pip install tensorboardX; without it nothing is said)",
-    "progress": "the interactive bar on a terminal (off: periodic lines only)",
-    "quiet": "print nothing but errors",
-    "log_every_s": "off a terminal: a progress line every this many seconds",
-    "aux_weight": "weight of an auxiliary head's loss (DARTS eval)",
-    "nas.search": "DARTS search: weights on one half, architecture on the other",
-    "nas.arch_lr": "DARTS architecture learning rate",
-    "nas.arch_weight_decay": "DARTS architecture weight decay",
-    "nas.warmup_epochs": "DARTS: the architecture waits this many epochs (weights train "
-                         "first, as PC-DARTS)",
-    "nas.aux_skip": "DARTS-: an auxiliary skip on every stride-1 edge, its weight decaying "
-                    "from 1 to 0 over the search",
-    "detection.image_size": "detection images are resized to this square side (synthetic, VOC)",
-    "detection.max_objects": "synthetic scenes: most objects per image (VOC: 0 = all)",
-    "detection.num_train": "synthetic scenes: training images",
-    "detection.num_test": "synthetic scenes: test images",
-    "detection.min_crop": "smallest random crop side (fraction of the image; 1: no crop)",
-    "detection.match_threshold": "IoU from which a default box matches a ground-truth box",
-    "detection.neg_pos_ratio": "hard negatives per positive in the multibox loss",
-    "detection.score_threshold": "inference: lowest class score kept",
-    "detection.nms_threshold": "inference: NMS IoU threshold",
-    "detection.top_k": "inference: boxes per class before NMS",
-    "detection.max_detections": "inference: detections per image",
-    "detection.map_method": "mAP@0.5 definition: 11point (VOC07) | all (VOC10+) | 101point",
-    "checkpoint_every_steps": ">0: a checkpoint every N steps inside an epoch too "
-                              "(checkpoints-partial/, the last one kept; resume mid-epoch)",
-    "stream.enabled": "auto (folder: always; tfds: when its images vary in size or the "
-                      "prepared set exceeds 4 GiB) | on | off",
-    "stream.image_size": "streamed images are cropped to this square side",
-    "stream.workers": "grain worker processes decoding and cropping (0: in the main process)",
-    "stream.corrupt": "a file that does not decode: error (names it) | skip (the next file "
-                      "is used instead, counted in metrics.jsonl)",
-    "stream.crop_fraction": "evaluation: shorter side resized to image_size / crop_fraction, "
-                            "then the centre crop",
-    "stream.min_scale": "training: random-resized crop's smallest area fraction",
-    "stream.eval_split": "TFDS split to evaluate on (default: validation, else test)",
-    "quant.bits": "QAT bits (0: off, 2..8)",
-    "quant.per_channel": "per-output-channel quantisation scales",
-    "quant.method": "uniform | kmeans",
-    "quant.overrides": "{layer glob: bits}",
-}
-HELP.update({f"model_kw.{k}": "model option (None: the model's default)" for k in MODEL_OPTIONS})
-
-# key: (type, low, high, what is valid); low/high inclusive unless the text says otherwise
-RANGES = {
-    "seed": ("int", 0, None, "an int >= 0"),
-    "data_limit": ("int", 0, None, "an int >= 0 (0: all)"),
-    "eval_limit": ("int", 0, None, "an int >= 0 (0: all)"),
-    "num_epochs": ("int", 1, None, "a positive int"),
-    "batch_size": ("int", 1, None, "a positive int"),
-    "eval_batch_size": ("int", 1, None, "a positive int"),
-    "steps_per_call": ("int", 0, None, "an int >= 0 (0: auto)"),
-    "keep_checkpoints": ("int", 1, None, "a positive int"),
-    "resume_step": ("int", 0, None, "an int >= 0 (0: the latest)"),
-    "log_every_s": ("num", 0, None, "a number >= 0"),
-    "label_smoothing": ("num", 0, 0.999, "a number in [0, 1)"),
-    "tta": ("int", 0, 2, "0, 1 or 2"),
-    "data_init_examples": ("int", 1, None, "a positive int"),
-    "optimizer.norm_lr_scale": ("num", 1e-300, None, "a number > 0"),
-    "lookahead.every": ("int", 0, None, "an int >= 0 (0: off)"),
-    "lookahead.decay": ("num", 0, 1, "a number in [0, 1]"),
-    "lookahead.power": ("num", 0, None, "a number >= 0"),
-    "schedule.warmup_start_fraction": ("num", 0, 1, "a number in [0, 1]"),
-    "aux_weight": ("num", 0, None, "a number >= 0"),
-    "optimizer.lr": ("num", 1e-300, None, "a number > 0"),
-    "optimizer.momentum": ("num", 0, 0.999999, "a number in [0, 1)"),
-    "optimizer.weight_decay": ("num", 0, None, "a number >= 0"),
-    "optimizer.grad_clip": ("num", 0, None, "a number >= 0 (0: off)"),
-    "locations.lr": ("num", 1e-300, None, "a number > 0"),
-    "locations.freeze_epoch": ("int", -1, None, "an int >= -1 (-1: never)"),
-    "share.lr": ("num", 1e-300, None, "a number > 0"),
-    "share.weight_decay": ("num", 0, None, "a number >= 0"),
-    "schedule.warmup_epochs": ("num", 0, None, "a number of epochs >= 0"),
-    "schedule.decay_factor": ("num", 1e-300, 1, "a number in (0, 1]"),
-    "schedule.final_lr_fraction": ("num", 0, 1, "a number in [0, 1]"),
-    "schedule.cycles": ("int", 1, None, "a positive int"),
-    "augment.crop_padding": ("int", 0, None, "an int >= 0"),
-    "augment.cutout": ("int", 0, None, "an int >= 0 (0: off)"),
-    "conv.compression": ("num", 1, None, "a number >= 1"),
-    "conv.group_size": ("int", 1, None, "a positive int"),
-    "conv.min_params": ("int", 0, None, "an int >= 0"),
-    "quant.bits": ("int", 0, 8, "0 (off) or an int in 2..8"),
-    "checkpoint_every_steps": ("int", 0, None, "an int >= 0 (0: at epoch ends only)"),
-    "stream.image_size": ("int", 8, None, "an int >= 8 (pixels)"),
-    "stream.workers": ("int", 0, None, "an int >= 0 (0: in the main process)"),
-    "stream.crop_fraction": ("num", 0.05, 1, "a number in [0.05, 1]"),
-    "stream.min_scale": ("num", 0.001, 1, "a number in [0.001, 1]"),
-    "nas.arch_lr": ("num", 1e-300, None, "a number > 0"),
-    "nas.arch_weight_decay": ("num", 0, None, "a number >= 0"),
-    "nas.warmup_epochs": ("num", 0, None, "a number of epochs >= 0"),
-    "detection.image_size": ("int", 16, None, "an int >= 16 (pixels)"),
-    "detection.max_objects": ("int", 0, None, "an int >= 0 (VOC: 0 = all; synthetic >= 1)"),
-    "detection.num_train": ("int", 1, None, "a positive int"),
-    "detection.num_test": ("int", 1, None, "a positive int"),
-    "detection.min_crop": ("num", 0.1, 1, "a number in [0.1, 1] (1: no crop)"),
-    "detection.match_threshold": ("num", 0, 1, "a number in [0, 1]"),
-    "detection.neg_pos_ratio": ("num", 0, None, "a number >= 0"),
-    "detection.score_threshold": ("num", 0, 1, "a number in [0, 1]"),
-    "detection.nms_threshold": ("num", 0, 1, "a number in [0, 1]"),
-    "detection.top_k": ("int", 1, None, "a positive int"),
-    "detection.max_detections": ("int", 1, None, "a positive int"),
-}
-BOOLS = ("augment.flip", "augment.alternate_flip", "keep_best", "tensorboard", "progress", "quiet",
-         "optimizer.nesterov", "quant.per_channel", "nas.search", "nas.aux_skip")
-
-
 def _get(c, key):
     for part in key.split("."):
         c = c[part]
@@ -328,61 +411,24 @@ def _flat_keys(c, prefix=""):
     return out
 
 
-def _range(key, v, kind, lo, hi, text):
-    ok_type = (isinstance(v, int) if kind == "int" else isinstance(v, (int, float))) \
-        and not isinstance(v, bool)
-    if not ok_type or (lo is not None and v < lo) or (hi is not None and v > hi) or \
-            (kind == "num" and v != v):
-        raise ValueError(f"config.{key} = {v!r} is not valid; valid: {text}")
-
-
-def _choice(key, value, valid):
-    if value not in valid:
-        raise ValueError(f"config.{key} = {value!r} is not valid; valid: "
-                         f"{', '.join(map(str, valid))}")
-
-
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the key and the valid choices for a bad config."""
-    if c.model not in models.MODELS:
-        _choice("model", c.model, sorted(models.MODELS))
-    if "stream" in c:
-        _choice("stream.enabled", c.stream.enabled, ("auto", "on", "off"))
-        _choice("stream.corrupt", c.stream.corrupt, ("error", "skip"))
-    if c.dataset not in ("fashion_mnist", "cifar10", "synthetic", "folder",
-                         *data.DETECTION) and not (
-            c.dataset.startswith("tfds:") and len(c.dataset) > 5):
-        _choice("dataset", c.dataset, data.DATASETS)
+    """Raise ValueError naming the key and what is valid for a bad config: every key of
+    :data:`ALL_KEYS` present in ``c`` (configs saved by an older fsjax may lack some), then
+    the combinations."""
+    keys = _flat_keys(c)
+    for k in ALL_KEYS:
+        if k.check is not None and k.path in keys and not k.check.ok(_get(c, k.path)):
+            raise ValueError(f"config.{k.path} = {_get(c, k.path)!r} is not valid; valid: "
+                             f"{k.check.valid()}")
     if (c.model == "ssd") != data.is_detection(c.dataset):
         raise ValueError(f"config.model = {c.model!r} and config.dataset = {c.dataset!r} do not "
                          f"fit: detection data sets ({', '.join(data.DETECTION)}) train the "
                          f"detector 'ssd', and 'ssd' trains on them only")
-    if "detection" in c:
-        _choice("detection.map_method", c.detection.map_method, ("11point", "all", "101point"))
-    _choice("conv.kind", c.conv.kind, KINDS)
-    _choice("schedule.name", c.schedule.name, SCHEDULES)
-    _choice("optimizer.name", c.optimizer.name, OPTIMIZERS)
-    _choice("locations.optimizer", c.locations.optimizer, OPTIMIZERS)
-    _choice("share.optimizer", c.share.optimizer, OPTIMIZERS)
-    _choice("compute_dtype", c.compute_dtype, DTYPES)
-    _choice("on_device", c.on_device, ("auto", True, False))
-    keys = _flat_keys(c)
-    for key, (kind, lo, hi, text) in RANGES.items():
-        if key in keys:
-            _range(key, _get(c, key), kind, lo, hi, text)
-    for key in BOOLS:
-        if key in keys and not isinstance(_get(c, key), bool):
-            raise ValueError(f"config.{key} = {_get(c, key)!r} is not valid; valid: True, False")
-    _choice("conv.location_mode", c.conv.location_mode, ("wrap", "sigmoid"))
-    _choice("conv.layout", c.conv.get("layout", "fsjax"), ("fsjax", "official"))
-    _choice("conv.alpha_mode", c.conv.alpha_mode, ("input", "pair"))
-    _choice("quant.method", c.quant.method, ("uniform", "kmeans"))
-    _choice("augment.pad_mode", c.augment.pad_mode, ("constant", "reflect"))
-    for pat, epoch in c.optimizer.frozen.items():
+    for pat, epoch in c.optimizer.get("frozen", {}).items():
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"config.optimizer.frozen[{pat!r}] = {epoch!r} is not valid; "
                              f"valid: an epoch, an int >= 0 (0: never trained)")
-    if c.augment.alternate_flip and (c.nas.search or streams(c)):
+    if c.augment.get("alternate_flip", False) and (c.nas.search or streams(c)):
         raise ValueError("config.augment.alternate_flip needs an in-memory data set without "
                          "config.nas.search (it mirrors a fixed half of the training images)")
     if c.schedule.warmup_epochs >= c.num_epochs and c.schedule.warmup_epochs:

@@ -99,7 +99,7 @@ def prune(c, workdir: str) -> list[dict]:
     head, plan = _plan(p, meta)
     if head:
         stage = os.path.join(workdir, f"head-{head}")
-        epochs = p.get("head_epochs", p.finetune_epochs)
+        epochs = p.head_epochs
         _say(f"== head: replace the {meta['model_kw'].get('head') or 'default'} head by "
              f"'{head}', fine-tune {epochs} epochs in {stage}" + _skipped(stage))
         model, meta = _finetuned(c, stage, f"head-{head}", rows, epochs, p.finetune_lr,
@@ -157,7 +157,7 @@ def _plan(p, meta):
     architecture, ``thinet.VGG16_TARGETS``) prunes every conv wider than its target width
     (kept fractions of ``prune.base_widths``, default VGG-16's) and sets the target's head
     first; otherwise ``prune.layers`` (default: the paper's) at ``prune.ratio``."""
-    target = p.get("target", "")
+    target = p.target
     from fsjax.models.vgg import VGG16_WIDTHS
     from fsjax.prune import thinet
 
@@ -167,7 +167,7 @@ def _plan(p, meta):
     if meta["model"] != "vgg16":
         raise ValueError(f"config.prune.target = {target!r} is a VGG-16 architecture; the "
                          f"source model is {meta['model']!r}")
-    want = thinet.target_widths(target, p.get("base_widths", ()) or None)
+    want = thinet.target_widths(target, tuple(p.base_widths) or None)
     have = meta["model_kw"].get("widths") or VGG16_WIDTHS
     convs = list(zip(thinet.VGG_NAMES, have, want, strict=True))
     for n, h, w in convs:

@@ -15,10 +15,9 @@ step fine-tunes ``compress.finetune_epochs``. Results: docs/results.md ("Compres
 pipeline"); re-running resumes.
 """
 
-import ml_collections
-
 from configs.cifar10.models import get_config as cifar_config
 from configs.imagenet.models import get_config as imagenet_config
+from train.configlib import compress_block, prune_block
 
 PIPELINES = {
     "resnet56": (lambda: cifar_config("resnet56,dense"), ("thinet:0.5", "fs:4", "quant:8")),
@@ -28,15 +27,12 @@ PIPELINES = {
 
 
 def add_compress(c, stages, finetune_epochs=10, finetune_lr=0.01):
-    """Add the ``compress`` and ``prune`` blocks that ``train.compress`` reads to ``c``."""
-    c.compress = ml_collections.ConfigDict(dict(
-        source="", stages=tuple(stages), finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr, per_channel=True, qat_below=8, latency_batch=64))
-    c.prune = ml_collections.ConfigDict(dict(
-        source="", ratio=0.5, criterion="thinet", layers=(), samples_per_class=10,
-        samples_per_image=10, finetune_epochs=1, finetune_lr=finetune_lr,
-        final_epochs=finetune_epochs, final_lr=finetune_lr))
-    return c
+    """Add the ``compress`` and ``prune`` blocks that ``train.compress`` reads to ``c``
+    (``train.configlib``'s one schema of each)."""
+    compress_block(c, stages=tuple(stages), finetune_epochs=finetune_epochs,
+                   finetune_lr=finetune_lr)
+    return prune_block(c, finetune_lr=finetune_lr, final_epochs=finetune_epochs,
+                       final_lr=finetune_lr)
 
 
 def get_config(name: str = "resnet56"):

@@ -10,9 +10,8 @@ random, weight_sum or apoz. Command::
 Result: docs/results.md (not run on a GPU yet: no GPU was available to this session).
 """
 
-import ml_collections
-
 from configs.cifar10.models import get_config as cifar_config
+from train.configlib import prune_block
 
 
 def get_config(criterion: str = "thinet"):
@@ -20,8 +19,4 @@ def get_config(criterion: str = "thinet"):
     c.num_epochs = 40
     c.schedule.name = "cosine"
     c.optimizer.lr = 0.05
-    c.prune = ml_collections.ConfigDict(dict(
-        source="", ratio=0.5, criterion=criterion, layers=(), samples_per_class=10,
-        samples_per_image=10, finetune_epochs=1, finetune_lr=0.01, final_epochs=20,
-        final_lr=0.01))
-    return c
+    return prune_block(c, criterion=criterion, final_epochs=20)

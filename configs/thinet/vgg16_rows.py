@@ -37,10 +37,9 @@ undertrained models whose accuracy follows the cumulative epochs; the full recip
 been run.
 """
 
-import ml_collections
-
 from configs.cifar10.models import get_config as cifar_config
 from fsjax.models.vgg import VGG16_WIDTHS
+from train.configlib import prune_block
 
 ROWS = ("original", "conv", "scratch", "gap", "tiny")
 PRUNED = {"conv": ("original", "thinet_conv"), "gap": ("conv", "thinet_gap"),
@@ -67,9 +66,6 @@ def get_config(arg: str = "original"):
         c.arch_from = f"{root}/conv"
     if row in PRUNED:
         source, target = PRUNED[row]
-        c.prune = ml_collections.ConfigDict(dict(
-            source=f"{root}/{source}" + ("/final" if source != "original" else ""),
-            target=target, base_widths=widths, ratio=0.5, criterion="thinet", layers=(),
-            samples_per_class=10, samples_per_image=10, head_epochs=1, finetune_epochs=1,
-            finetune_lr=0.01, final_epochs=10, final_lr=0.01))
+        prune_block(c, source=f"{root}/{source}" + ("/final" if source != "original" else ""),
+                    target=target, base_widths=widths)
     return c

@@ -25,8 +25,9 @@ from fsjax.models.resnet import ResNet
 from fsjax.models.ssd import SSD
 from fsjax.models.vgg import VGG
 
-__all__ = ["MODELS", "create", "arch_name", "ConvFactory", "ConvBN", "batch_norm", "ResNet", "VGG",
-           "MobileNetV1", "DenseNetBC", "SSD", "AirbenchNet"]
+__all__ = ["MODELS", "MODEL_CLASSES", "create", "arch_name", "model_options", "ConvFactory",
+           "ConvBN", "batch_norm", "ResNet", "VGG", "MobileNetV1", "DenseNetBC", "SSD",
+           "AirbenchNet"]
 
 
 def _cifar_resnet(default_depth, bottleneck=False):
@@ -71,6 +72,28 @@ MODELS = {
     "densenet_bc100": lambda num_classes, depth=100, growth=12, **kw: DenseNetBC(
         num_classes, depth=depth, growth=growth, **kw),
 }
+
+
+# the class each zoo builder constructs (its keyword options and defaults are the model's)
+MODEL_CLASSES = {**{n: ResNet for n in MODELS if n.startswith("resnet")}, "vgg16": VGG,
+                 "airbench": AirbenchNet, "mobilenet_v1": MobileNetV1,
+                 "darts_search": DartsSearch, "ssd": SSD, "darts_eval": DartsEval,
+                 "densenet_bc100": DenseNetBC}
+_NOT_OPTIONS = ("num_classes", "factory", "rngs", "in_channels")
+
+
+def model_options() -> tuple[str, ...]:
+    """Every keyword option some zoo model takes (its builder's, and its class's keyword-only
+    ones), sorted: the keys of a trainer config's ``model_kw``."""
+    import inspect
+
+    names = set()
+    for name, build in MODELS.items():
+        names |= {p.name for p in inspect.signature(build).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        names |= {p.name for p in inspect.signature(MODEL_CLASSES[name].__init__).parameters
+                  .values() if p.kind == p.KEYWORD_ONLY}
+    return tuple(sorted(names - set(_NOT_OPTIONS)))
 
 
 def create(name: str, *, num_classes: int = 10, conv: ConvFactory | str = "dense", seed: int = 0,
@@ -136,10 +159,7 @@ def _defaults(name: str) -> dict:
     import inspect
 
     out = {}
-    targets = [MODELS.get(name)]
-    targets += [c for c in (ResNet, VGG, MobileNetV1, DenseNetBC, DartsSearch, DartsEval,
-                            AirbenchNet)
-                if c.__name__.lower().startswith(name[:3])]
+    targets = [MODELS.get(name), MODEL_CLASSES[name].__init__ if name in MODEL_CLASSES else None]
     for t in filter(None, targets):
         for p in inspect.signature(t).parameters.values():
             if p.default is not inspect.Parameter.empty:
