@@ -216,10 +216,14 @@ def _row(root: str, name: str) -> dict:
     row = dict(name=name, command=done["command"], revision=done["revision"])
     if os.path.exists(os.path.join(d, "compress_results.json")):
         last = _json(os.path.join(d, "compress_results.json"))[-1]
-        train = [os.path.join(d, s, t) for s in sorted(os.listdir(d)) if s[:2].isdigit()
-                 for t in ("train", "final") if os.path.exists(os.path.join(d, s, t,
-                                                                            "results.json"))]
-        ips = [_json(os.path.join(t, "results.json"))["images_per_s"] for t in train]
+        # every training run of the pipeline's steps: NN-<step>/train, a ThiNet step's
+        # per-layer stageNN-*/ fine-tunes and its final/
+        train = sorted(os.path.dirname(os.path.join(root_, f)) for s in sorted(os.listdir(d))
+                       if s[:2].isdigit()
+                       for root_, _, files in os.walk(os.path.join(d, s)) for f in files
+                       if f == "results.json")
+        ips = [_json(os.path.join(t, "results.json"))["images_per_s"] for t in train
+               if os.path.basename(t) in ("train", "final")]
         row["wall_s"] = jobs.train_seconds(train)
         row.update(accuracy=last["accuracy"], tta_accuracy=last.get("tta_accuracy"),
                    stored_params=last["stored_params"],
