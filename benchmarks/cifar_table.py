@@ -98,6 +98,19 @@ RESNET8_JOBS = {
 }
 
 FAST = "configs/cifar10/fast.py"
+
+
+def _search(arg):
+    """A DFSNet-NAS search (configs/nas/darts_search.py:<arg>) and its genotype, P-DARTS cap."""
+    return ["sh", "-c", " ".join([
+        sys.executable, "-m", "train.main", "--config", f"configs/nas/darts_search.py:{arg}",
+        "--workdir", "{workdir}", "&&", sys.executable, "-m", "train.nas", "--workdir",
+        "{workdir}", "--max-skips", "2", "--cells", "3", "--channels", "16"])]
+
+
+def _nas_eval(search, variant="fs4"):
+    return [sys.executable, "-m", "train.main", "--config",
+            f"{FAST}:darts,{{root}}/{search}/genotype.json,{variant}"]
 # The conversions start from the seed-0 runs (run them in the session that trains those).
 FAST_JOBS = {
     "torch-dense": ((), _torch("airbench")),
@@ -110,6 +123,14 @@ FAST_JOBS = {
     # ThiNet -> FS -> 8 bits: aimed at the smallest model within 1 point of dense
     "small": (("dense-s0",), _compress(FAST, "thinet:0.5,fs:4,quant:8", "dense-s0")),
     "dfs4-s0": ((), _train(FAST, "dfs4")),
+    # DFSNet NAS on the CPU: two seeds of the DFS-supernet search, a dense-supernet search at
+    # the same budget, and the derived network trained with this table's recipe
+    "nas-search": ((), _search("cpu")),
+    "nas-search-s1": ((), _search("cpu,1")),
+    "nas-search-dense": ((), _search("cpu,dense")),
+    "nas-eval": (("nas-search",), _nas_eval("nas-search")),
+    "nas-eval-dense": (("nas-search",), _nas_eval("nas-search", "dense")),
+    "nas-eval-dsearch": (("nas-search-dense",), _nas_eval("nas-search-dense")),
     "fs2-s0": ((), _train(FAST, "fs2")),
     "fs8-s0": ((), _train(FAST, "fs8")),
     "wks4-s0": ((), _train(FAST, "wks4")),
@@ -128,8 +149,10 @@ TABLES = {
     "fast": Table(
         "fast", FAST_JOBS,
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
-         "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small"),
-        ("torch-dense",), os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
+         "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "nas-eval",
+         "nas-eval-dense", "nas-eval-dsearch"),
+        ("torch-dense", "nas-search", "nas-search-s1", "nas-search-dense"),
+        os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
         "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
 }
 RESNET8 = TABLES["resnet8"]
@@ -147,7 +170,7 @@ def record(root: str, name: str, t: Table = RESNET8) -> None:
     from train.results import write_json
 
     d = os.path.join(root, name)
-    if name == "nas-search":
+    if name.startswith("nas-search"):
         rec = dict(name=name, command=_json(os.path.join(d, "DONE.json"))["command"],
                    genotype=_json(os.path.join(d, "genotype.json")))
     elif name == "torch-dense":
@@ -163,11 +186,11 @@ def record(root: str, name: str, t: Table = RESNET8) -> None:
     write_json(t.record_path(name), rec)
 
 
-def _restore_search(root: str, t: Table) -> None:
+def _restore_search(root: str, t: Table, name: str) -> None:
     """A recorded search is all its network needs (the genotype): put it back under root."""
-    rec = recorded("nas-search", t)
-    d = os.path.join(root, "nas-search")
-    if rec and not jobs.done(root, "nas-search"):
+    rec = recorded(name, t)
+    d = os.path.join(root, name)
+    if rec and not jobs.done(root, name):
         from train.results import write_json
 
         os.makedirs(d, exist_ok=True)
@@ -181,8 +204,10 @@ def pending(root: str, t: Table = RESNET8) -> list[str]:
     they need that ``root`` lacks (a recorded input is run again for its checkpoint; a
     recorded search is restored from its record instead)."""
     need = [n for n in t.jobs if not recorded(n, t) and not jobs.done(root, n)]
-    if "nas-eval" in need:
-        _restore_search(root, t)
+    for n in need:
+        for d in t.jobs[n][0]:
+            if d.startswith("nas-search"):
+                _restore_search(root, t, d)
     i = 0
     while i < len(need):
         need += [d for d in t.jobs[need[i]][0] if d not in need and not jobs.done(root, d)]
@@ -242,19 +267,32 @@ def _row(root: str, name: str) -> dict:
 
 
 def _search_line(root: str, t: Table) -> str:
-    """The DARTS search's cost and genotype (``train.nas``'s genotype.json), one paragraph."""
-    path = os.path.join(root, "nas-search", "genotype.json")
-    if os.path.exists(path):
-        g = _json(path)
-    elif recorded("nas-search", t):
-        g = recorded("nas-search", t)["genotype"]
-    else:
-        return ""
-    cell = lambda kind: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
-    return (f"DARTS search (DFS rho=4 supernet): {g['search_epochs']} epochs, "
+    """Each DARTS search's cost and genotype (``train.nas``'s genotype.json), a paragraph
+    each."""
+    out = []
+    for name in (n for n in t.jobs if n.startswith("nas-search")):
+        path = os.path.join(root, name, "genotype.json")
+        if os.path.exists(path):
+            g = _json(path)
+        elif recorded(name, t):
+            g = recorded(name, t)["genotype"]
+        else:
+            continue
+        cell = lambda kind, g=g: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
+        par = g.get("parametric_edges")
+        supernet = "dense" if "dense" in name else "DFS rho=4"
+        out.append(
+            f"DARTS search `{name}` ({supernet} supernet): {g['search_epochs']} epochs, "
             f"{g['search_device_hours']:.2f} device-hours on "
-            f"{g['search_device'] or 'one core of the 2-core CPU'}; "
-            f"normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
+            f"{g['search_device'] or 'one core of the 2-core CPU'}"
+            + (f", peak host memory {g['search_peak_host_memory_mb']:,.0f} MiB"
+               if g.get("search_peak_host_memory_mb") else "")
+            + (f"; parametric edges: normal {par['normal']}/8, reduction {par['reduce']}/8"
+               + (f" (before the skip cap: {g['parametric_edges_uncapped']['normal']}/8, "
+                  f"{g['parametric_edges_uncapped']['reduce']}/8)"
+                  if g.get("max_skips") is not None else "") if par else "")
+            + f"; normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
+    return "\n\n".join(out)
 
 
 def _reference_line(root: str, t: Table) -> str:

@@ -28,6 +28,7 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
     if not isinstance(model, DartsSearch):
         raise ValueError(f"{workdir} is not a DARTS search run (model {meta['model']!r})")
     genotype = model.genotype(max_skips)
+    uncapped = model.genotype() if max_skips is not None else genotype
     records = MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
     results = os.path.join(workdir, "results.json")
     peak = json.load(open(results)).get("peak_host_memory_mb") if os.path.exists(results) \
@@ -44,6 +45,8 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
     _, totals = report.report(net, tuple(meta["input_shape"]))
     out = dict(genotype=genotype, max_skips=max_skips,
                parametric_edges={k: parametric_edges(genotype[k]) for k in ("normal", "reduce")},
+               parametric_edges_uncapped={k: parametric_edges(uncapped[k])
+                                          for k in ("normal", "reduce")},
                search_peak_host_memory_mb=peak,
                search_epochs=len(records), search_device_hours=hours,
                search_device=meta.get("device", ""), eval_cells=eval_cells,

@@ -3,7 +3,12 @@
 ``configs/cifar10/fast.py:<variant>[,<seed>]`` with variant dense, fs<rho>, dfs<rho>, ks<g> or
 wks<g> (configs/variants.py; seed 0 by default); ``compress,<step>[,<step>...]`` is the dense
 recipe with ``train.compress`` steps (``thinet:0.5``, ``fs:4``, ``quant:8``, ...) that each
-fine-tune ``FINETUNE_EPOCHS`` epochs with the same recipe at ``FINETUNE_LR`` of its lr.
+fine-tune ``FINETUNE_EPOCHS`` epochs with the same recipe at ``FINETUNE_LR`` of its lr;
+``darts,<genotype.json>[,<variant>]`` trains a DFSNet-NAS genotype (``python -m train.nas``)
+with this recipe (label smoothing, lookahead, TTA, schedule, augmentation; lr ``NAS_LR``, no
+BatchNorm lr boost): a DARTS evaluation network of ``NAS_CELLS`` cells and ``NAS_CHANNELS``
+channels, no auxiliary head or drop path, every conv FS rho=4 by default (the searched
+supernet's DFS locations rounded, as DFSNet does) or ``dense``.
 
 Network: ``fsjax.models.create('airbench')`` (:class:`fsjax.models.AirbenchNet`): a 2x2
 whitening conv 3->24 (set from the eigenvectors of 5,000 training images' patch covariance and
@@ -35,6 +40,10 @@ from configs.variants import apply_variant
 from train.configlib import base
 
 EPOCHS = 10
+# the derived NAS network: fewer MACs than the fast network's 118M (its own count in
+# docs/results.md); a DARTS network's BatchNorm has a scale, so airbench's 64x BatchNorm-bias
+# lr does not apply and the lr is the usual one for SGD at batch 1024
+NAS_CELLS, NAS_CHANNELS, NAS_LR = 3, 16, 0.4
 FINETUNE_EPOCHS = 3
 FINETUNE_LR = 0.1   # of the recipe's peak lr
 MOMENTUM = 0.85
@@ -43,6 +52,20 @@ LR_DECOUPLED, WD_DECOUPLED = 11.5, 0.0153   # airbench's, per 1024 examples
 
 def get_config(arg: str = "dense"):
     variant, _, rest = arg.partition(",")
+    if variant == "darts":
+        import json
+
+        path, _, kind = rest.partition(",")
+        with open(path) as f:
+            genotype = json.load(f)["genotype"]
+        c = get_config(kind or "fs4")
+        c.model = "darts_eval"
+        c.model_kw.genotype = genotype
+        c.model_kw.cells, c.model_kw.channels = NAS_CELLS, NAS_CHANNELS
+        c.model_kw.auxiliary, c.model_kw.drop_path = False, 0.0
+        c.optimizer.lr, c.optimizer.weight_decay, c.optimizer.norm_lr_scale = NAS_LR, 5e-4, 1.0
+        c.optimizer.frozen = {}
+        return c
     if variant == "compress":
         c = get_config("dense")
         return add_compress(c, tuple(rest.split(",")), FINETUNE_EPOCHS,

@@ -1,26 +1,37 @@
 """DFSNet NAS: first-order DARTS search on CIFAR-10 (JPEG copy), every conv a DFSConv.
 
-``configs/nas/darts_search.py:<rho>`` (default 4). DARTS settings: 8 cells, 16 channels,
+``configs/nas/darts_search.py:<rho>`` (default 4): the DARTS settings: 8 cells, 16 channels,
 batch 64, 50 epochs, weights SGD lr 0.025 cosine (momentum 0.9, wd 3e-4), alphas Adam 3e-4
 (wd 1e-3); DFS locations share the architecture half of the data. Command::
 
     python -m train.main --config configs/nas/darts_search.py:4 --workdir runs/nas-search
     python -m train.nas --workdir runs/nas-search        # genotype.json + cells.png
 
-Result: docs/results.md (the real-size search was not run: no GPU in this session).
+``configs/nas/darts_search.py:cpu[,dense][,<seed>]``: the search that fits the 2-core CPU (the
+fast table's NAS rows, docs/results.md): 3 cells, 16 channels, the candidate ops none,
+max_pool_3x3, skip_connect, sep_conv_3x3, dil_conv_3x3, PC-DARTS partial channels (K=4) with
+edge normalisation, 16,000 training images (8,000 pairs: weights on one image of each,
+architecture on the other), 5 epochs of batch 64, weights SGD lr 0.05 cosine, the architecture
+waiting for the first 2 epochs (PC-DARTS's warm-up), DARTS-'s auxiliary skip decaying from 1
+to 0; ``dense``: the same supernet with dense convs (the DFS-vs-dense comparison). Derive with
+``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). Measured: on one core of
+the 2-core CPU next to another training run, a step of batch 64 pairs took 7.1 s and the
+first compile 12.8 minutes (at one core of its own: see docs/results.md for the searches'
+wall times).
 """
 
 from train.configlib import base
 
 
-def get_config(rho: str = "4"):
+def get_config(arg: str = "4"):
+    opts = arg.split(",")
     c = base()
     c.dataset = "cifar10"
     c.model = "darts_search"
     c.model_kw.cells = 8
     c.model_kw.channels = 16
     c.conv.kind = "dfs"
-    c.conv.compression = float(rho)
+    c.conv.compression = 4.0
     c.nas.search = True
     c.num_epochs = 50
     c.batch_size = 64
@@ -31,4 +42,23 @@ def get_config(rho: str = "4"):
     c.schedule.final_lr_fraction = 0.04
     c.locations.optimizer = "adam"
     c.locations.lr = 3e-4
+    if opts[0] != "cpu":
+        c.conv.compression = float(opts[0])
+        return c
+    bad = [o for o in opts[1:] if o != "dense" and not o.isdigit()]
+    if bad:
+        raise ValueError(f"darts_search.py:cpu options are 'dense' and a seed; got {bad[0]!r}")
+    if "dense" in opts:
+        c.conv.kind = "dense"
+    c.seed = next((int(o) for o in opts[1:] if o.isdigit()), 0)
+    c.model_kw.cells, c.model_kw.channels = 3, 16
+    c.model_kw.primitives = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3",
+                             "dil_conv_3x3")
+    c.model_kw.partial_channels, c.model_kw.edge_norm = 4, True
+    c.data_limit, c.eval_limit = 16000, 2000
+    c.num_epochs = 5
+    c.optimizer.lr = 0.05
+    c.nas.warmup_epochs = 2.0
+    c.nas.aux_skip = True
+    c.nas.arch_lr = 6e-4
     return c
