@@ -11,7 +11,9 @@ FS rho=4 and WKSC g=4; a 3x3 256->256 conv on 32x16x16 (forward, and forward+bac
 fsjax runs the trainer's own jitted step (``train.model_fn.make_train_step``, augmentation
 off, input uint8 NHWC); PyTorch runs a model written here with the same architecture and
 math (BasicBlock, 'B' shortcuts, FS filters gathered from one summary, WKSC as a weighted
-channel-group sum then a conv), input uint8 NCHW. Each round times ``--steps`` calls of every
+channel-group sum then a conv), input uint8 NCHW. ``--models airbench --kinds dense``: the
+fast CIFAR network (``fsjax.models.create('airbench')`` against the PyTorch reference's
+network, channels_last; e.g. ``--batch 512``). Each round times ``--steps`` calls of every
 variant in turn; ``--ablate-cpu-forms`` adds, to each step's rounds, the same step compiled
 without each of fsjax's CPU-only program forms (``fsjax.ops.CPU_FORMS``) and without its
 CPU compiler options (``fsjax.ops.CPU_COMPILER_OPTIONS``: JAX's defaults). The table gives
@@ -116,8 +118,16 @@ def _torch_modules():
 
 
 def torch_step(model_name, kind, batch):
-    ResNet = _torch_modules()
-    model = ResNet(kind, int(model_name[6:])).train()
+    memory = torch.contiguous_format
+    if model_name == "airbench":  # the fast network (dense only), channels_last (its faster form)
+        from benchmarks.torch_cifar_reference import _airbench_net
+
+        if kind != "dense":
+            raise ValueError("the PyTorch airbench network is dense only")
+        memory = torch.channels_last
+        model = _airbench_net().to(memory_format=memory).train()
+    else:
+        model = _torch_modules()(kind, int(model_name[6:])).train()
     # as optax.sgd(momentum) after add_decayed_weights (the trainer's "sgd")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
@@ -128,7 +138,8 @@ def torch_step(model_name, kind, batch):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model((x.float() - mean) / std), y)
+        xf = ((x.float() - mean) / std).contiguous(memory_format=memory)
+        loss = F.cross_entropy(model(xf), y)
         loss.backward()
         opt.step()
         return loss
