@@ -298,5 +298,5 @@ def test_each_config_key_is_declared_once(monkeypatch):
     c = configlib.base()
     assert c.new.depth == 3
     c.new.depth = 0
-    with pytest.raises(ValueError, match=r"config.new.depth = 0 is not valid; valid: an int >= 1"):
+    with pytest.raises(ValueError, match=r"config.new.depth = 0 is not valid; valid: a positive int"):
         configlib.validate(c)

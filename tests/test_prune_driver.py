@@ -8,8 +8,6 @@ from train.prune import prune
 
 
 def test_prune_driver(tmp_path):
-    import ml_collections
-
     c = configlib.base()
     c.dataset, c.data_limit = "synthetic", 256
     c.model = "vgg16"
@@ -17,10 +15,10 @@ def test_prune_driver(tmp_path):
     c.conv.kind = "dense"
     c.num_epochs, c.batch_size, c.eval_batch_size = 1, 32, 64
     c.progress = False
-    c.prune = ml_collections.ConfigDict(dict(
-        source="", ratio=0.5, criterion="thinet", layers=("conv1_1", "conv3_2"),
+    configlib.prune_block(
+        c, source="", ratio=0.5, criterion="thinet", layers=("conv1_1", "conv3_2"),
         samples_per_class=2, samples_per_image=10, finetune_epochs=1, finetune_lr=0.01,
-        final_epochs=1, final_lr=0.01))
+        final_epochs=1, final_lr=0.01)
     wd = str(tmp_path / "p")
     rows = prune(c, wd)
     assert [r["stage"] for r in rows] == ["dense", "conv1_1", "conv3_2", "final"]
@@ -34,8 +32,6 @@ def test_prune_driver(tmp_path):
 
 def test_prune_driver_keeps_fs_layers(tmp_path):
     """An FS model is pruned and fine-tuned as FS (same compression), not turned dense."""
-    import ml_collections
-
     c = configlib.base()
     c.dataset, c.data_limit = "synthetic", 128
     c.model = "vgg16"
@@ -43,10 +39,10 @@ def test_prune_driver_keeps_fs_layers(tmp_path):
     c.conv.kind, c.conv.compression = "fs", 2.0
     c.num_epochs, c.batch_size, c.eval_batch_size = 1, 32, 64
     c.progress = False
-    c.prune = ml_collections.ConfigDict(dict(
-        source="", ratio=0.5, criterion="thinet", layers=("conv2_1",),
+    configlib.prune_block(
+        c, source="", ratio=0.5, criterion="thinet", layers=("conv2_1",),
         samples_per_class=2, samples_per_image=10, finetune_epochs=1, finetune_lr=0.01,
-        final_epochs=1, final_lr=0.01))
+        final_epochs=1, final_lr=0.01)
     wd = str(tmp_path / "p")
     rows = prune(c, wd)
     assert rows[-1]["params"] < rows[0]["params"]

@@ -20,7 +20,9 @@ def test_arch_name_resolves_options():
     assert arch_name("resnet56", {"depth": 8, "widths": (4, 8, 8)}) == "resnet8(widths=4/8/8)"
     assert arch_name("resnet164", {"depth": 56}) == "resnet56-bottleneck"
     assert arch_name("resnet18", {"stem": "cifar", "in_channels": 3}) == "resnet18"
-    assert arch_name("mobilenet_v1", {"stem_stride": 1}) == "mobilenet_v1(stem_stride=1)"
+    # MobileNetV1's own default stem_stride is 1 (CIFAR); only a non-default value is named
+    assert arch_name("mobilenet_v1", {"stem_stride": 1}) == "mobilenet_v1"
+    assert arch_name("mobilenet_v1", {"stem_stride": 2}) == "mobilenet_v1(stem_stride=2)"
 
 
 def test_depth_override_label_and_quiet_progress(tmp_path, capsys):

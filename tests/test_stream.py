@@ -353,17 +353,16 @@ def test_sample_images_for_pruning(imagenet_like):
 
 def test_thinet_prunes_a_streamed_model(imagenet_like, tmp_path):
     """train.prune on a streamed folder: activations from centre crops of training images."""
-    import ml_collections
-
+    from train import configlib
     from train.prune import prune
 
     c = _config(imagenet_like)
     c.model, c.model_kw.widths, c.conv.kind = "vgg16", (4,) * 13, "dense"
     c.stream.image_size, c.num_epochs = 32, 1
-    c.prune = ml_collections.ConfigDict(dict(
-        source="", ratio=0.5, criterion="thinet", layers=("conv1_1",), samples_per_class=2,
+    configlib.prune_block(
+        c, source="", ratio=0.5, criterion="thinet", layers=("conv1_1",), samples_per_class=2,
         samples_per_image=10, finetune_epochs=1, finetune_lr=0.01, final_epochs=1,
-        final_lr=0.01))
+        final_lr=0.01)
     rows = prune(c, str(tmp_path / "p"))
     assert [r["stage"] for r in rows] == ["dense", "conv1_1", "final"]
     assert rows[-1]["params"] < rows[0]["params"]

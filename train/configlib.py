@@ -87,6 +87,8 @@ def _within(v, lo, hi) -> bool:
 
 
 def _bounds(what, lo, hi) -> str:
+    if what == "an int" and lo == 1 and hi is None:
+        return "a positive int"
     if lo is not None and hi is not None:
         return f"{what} in [{lo}, {hi}]"
     return f"{what} >= {lo}" if lo is not None else what
