@@ -390,23 +390,23 @@ class KSConv(_Conv):
             self.alpha[...] = jnp.ones_like(self.alpha[...])
 
 
-def _signature(cls, **options):
-    """``inspect.signature(cls)`` (and of ``cls.__init__``) shows every argument: Flax's,
-    fsjax's, then ``options`` (nnx's metaclass would otherwise show ``*args, **kwargs``; the
-    annotated ``__init__`` is what static checkers read)."""
+def _signature(cls):
+    """``inspect.signature(cls)`` (and of ``cls.__init__``) shows every argument: Flax's and
+    fsjax's (:class:`ConvArgs`), then the class's own keyword-only options with their
+    annotations and defaults, read from its ``__init__`` (nnx's metaclass would otherwise show
+    ``*args, **kwargs``; the annotated ``__init__`` is what static checkers read)."""
     base = inspect.signature(_Conv.__init__)
     params = [p for p in base.parameters.values() if p.kind != p.VAR_KEYWORD]
-    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-               for k, v in options.items()]
+    if cls.__init__ is not _Conv.__init__:
+        params += [p for p in inspect.signature(cls.__init__).parameters.values()
+                   if p.kind == p.KEYWORD_ONLY]
     full = base.replace(parameters=params, return_annotation=inspect.Signature.empty)
     cls.__init__.__signature__ = full
     cls.__signature__ = full.replace(parameters=params[1:])  # without self
 
 
-_signature(Conv)
-_signature(FSConv, compression=4.0, offsets=None, layout="fsjax")
-_signature(DFSConv, compression=4.0, offsets=None, location_mode="wrap")
-_signature(KSConv, weighted=False, groups=None, alpha_mode="input")
+for _cls in (Conv, FSConv, DFSConv, KSConv):
+    _signature(_cls)
 
 
 def _kernel_of(conv) -> jax.Array:
