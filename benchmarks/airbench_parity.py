@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from benchmarks.torch_cifar_reference import _airbench_net, _is_bn
+    from benchmarks.torch_cifar_reference import airbench_net, is_bn
     from configs.cifar10.fast import get_config
     from fsjax import data, ops
     from fsjax.data.augment import normalize
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     sample = ds.train_images[np.sort(rng.choice(50000, 5000, replace=False))]
     model.init_from_data(np.asarray(normalize(jnp.asarray(sample), ds.mean, ds.std)))
-    net = _airbench_net()
+    net = airbench_net()
     copy_weights(model, net)
     fn = ModelFn.create(model)
     tx, lr_fn = make_optimizer(c, model, steps_per_epoch)
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
                    compiler_options=ops.compiler_options())
 
     lr0, l2 = c.optimizer.lr, c.optimizer.weight_decay
-    bn_bias = [q for n, q in net.named_parameters() if q.requires_grad and _is_bn(net, n)]
-    rest = [q for n, q in net.named_parameters() if q.requires_grad and not _is_bn(net, n)
+    bn_bias = [q for n, q in net.named_parameters() if q.requires_grad and is_bn(net, n)]
+    rest = [q for n, q in net.named_parameters() if q.requires_grad and not is_bn(net, n)
             and n != "0.bias"]
     opt = torch.optim.SGD([dict(params=bn_bias, weight_decay=l2 / 64, scale=64),
                            dict(params=rest, weight_decay=l2, scale=1),

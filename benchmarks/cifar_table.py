@@ -223,7 +223,7 @@ def _json(path):
         return json.load(f)
 
 
-def _export_bytes(workdir: str) -> int:
+def run_export_bytes(workdir: str) -> int:
     """Bytes on disk of fsjax's export (``.npz``) of the run's latest checkpoint."""
     from fsjax import export
     from train.eval import restore
@@ -261,7 +261,7 @@ def _row(root: str, name: str) -> dict:
         row.update(accuracy=r["accuracy"], tta_accuracy=r.get("tta_accuracy"),
                    stored_params=r["stored_params"],
                    dense_params=r["dense_params"], effective_params=float(r["stored_params"]),
-                   macs=r["macs"], export_bytes=_export_bytes(d), images_per_s=r["images_per_s"],
+                   macs=r["macs"], export_bytes=run_export_bytes(d), images_per_s=r["images_per_s"],
                    subset=r.get("subset"), epochs=r["epochs"])
     return row
 

@@ -21,7 +21,7 @@ from benchmarks.common import print_table, write_json
 from fsjax import models
 from train import configlib, health
 from train.ckpt import Checkpoints
-from train.trainer import _host_state, _setup, build_model
+from train.trainer import build_model, host_state, setup_state
 
 
 def state_of(name: str, kw: dict):
@@ -30,7 +30,7 @@ def state_of(name: str, kw: dict):
     for k, v in kw.items():
         c.model_kw[k] = v
     m, _ = build_model(c, 10, 3)
-    return _setup(m, c, 100)[3]
+    return setup_state(m, c, 100)[3]
 
 
 def main(argv=None):
@@ -54,7 +54,7 @@ def main(argv=None):
             ck = Checkpoints(d, keep=2, keep_best=False)
             t_save, t_wait = [], []
             for step in range(1, a.runs + 2):
-                host = _host_state(jax.device_get(ts))
+                host = host_state(jax.device_get(ts))
                 t0 = time.perf_counter()
                 ck.save(step, host, {"epoch": step}, {"accuracy": 0.0})
                 t1 = time.perf_counter()

@@ -47,7 +47,7 @@ def _json(path):
 
 
 def _row(root: str, name: str) -> dict:
-    from benchmarks.cifar_table import _export_bytes
+    from benchmarks.cifar_table import run_export_bytes
 
     d = os.path.join(root, name)
     done = _json(os.path.join(d, "DONE.json"))
@@ -68,7 +68,7 @@ def _row(root: str, name: str) -> dict:
     row.update(accuracy=r["accuracy"], map50_all=r.get("map50_all"),
                stored_params=r["stored_params"], dense_params=r["dense_params"],
                effective_params=float(r["stored_params"]), macs=r["macs"],
-               export_bytes=_export_bytes(d), images_per_s=r["images_per_s"],
+               export_bytes=run_export_bytes(d), images_per_s=r["images_per_s"],
                wall_s=jobs.train_seconds([d]), subset=r.get("subset"), epochs=r["epochs"])
     return row
 

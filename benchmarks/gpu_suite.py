@@ -137,10 +137,10 @@ def _torch_epoch(model: str, batch: int, n: int, small: bool, compiled: bool):
         import torch.nn.functional as F
     except ImportError:
         return None
-    from benchmarks.torch_cifar_reference import _airbench_net
+    from benchmarks.torch_cifar_reference import airbench_net
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    net = (_airbench_net((8, 8, 8) if small else (64, 256, 256)) if model == "airbench"
+    net = (airbench_net((8, 8, 8) if small else (64, 256, 256)) if model == "airbench"
            else _torch_resnet18(small))
     net = net.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=0.01,

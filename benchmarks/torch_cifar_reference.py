@@ -115,11 +115,11 @@ def _resnet8(a, prep, arrays, rng, log) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from benchmarks.vs_pytorch import _torch_modules
+    from benchmarks.vs_pytorch import torch_modules
 
     xtr, ytr, xte, yte = arrays
     epochs = a.epochs or 15
-    model = _torch_modules()("dense", 8)
+    model = torch_modules()("dense", 8)
     batch, lr, warm_epochs = a.batch or 128, 0.1, 2
     steps = len(ytr) // batch
     total, warm = epochs * steps, warm_epochs * steps
@@ -161,7 +161,7 @@ def _resnet8(a, prep, arrays, rng, log) -> dict:
                 images_per_s=float(np.median([r["images_per_s"] for r in recs[1:] or recs])))
 
 
-def _airbench_net(widths=(64, 256, 256)):
+def airbench_net(widths=(64, 256, 256)):
     import torch
     from torch import nn
 
@@ -214,15 +214,15 @@ def _airbench(a, prep, arrays, rng, log) -> dict:
 
     xtr, ytr, xte, yte = arrays
     epochs, batch, momentum = a.epochs or 10, a.batch or 1024, 0.85
-    model = _airbench_net().to(memory_format=torch.channels_last)
+    model = airbench_net().to(memory_format=torch.channels_last)
     sample = rng.choice(len(ytr), min(5000, len(ytr)), replace=False)  # arrays are class-sorted
     _whiten(model[0], prep(xtr[np.sort(sample)]))
     # airbench's decoupled hyperparameters (per 1024 examples) as a mean-loss SGD: lr and the
     # L2 coefficient; BatchNorm biases get 64x the lr and 1/64 of the coefficient
     lr = 11.5 * batch / 1024 / (1 + 1 / (1 - momentum))
     l2 = 0.0153 / 11.5
-    bn_bias = [p for n, p in model.named_parameters() if p.requires_grad and _is_bn(model, n)]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_bn(model, n)]
+    bn_bias = [p for n, p in model.named_parameters() if p.requires_grad and is_bn(model, n)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not is_bn(model, n)]
     opt = torch.optim.SGD([dict(params=bn_bias, lr=64 * lr, weight_decay=l2 / 64, scale=64),
                            dict(params=rest, lr=lr, weight_decay=l2, scale=1)],
                           momentum=momentum, nesterov=True)
@@ -286,7 +286,7 @@ def _airbench(a, prep, arrays, rng, log) -> dict:
                 images_per_s=float(np.median([r["images_per_s"] for r in recs[1:] or recs])))
 
 
-def _is_bn(model, name: str) -> bool:
+def is_bn(model, name: str) -> bool:
     import torch
 
     mod = model.get_submodule(name.rsplit(".", 1)[0])

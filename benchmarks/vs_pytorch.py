@@ -48,7 +48,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 # --- PyTorch side ----------------------------------------------------------------------------
 
-def _torch_modules():
+def torch_modules():
     class FSConv2d(nn.Module):
         """Filters gathered from one summary with fsjax's index table (same math)."""
 
@@ -120,14 +120,14 @@ def _torch_modules():
 def torch_step(model_name, kind, batch):
     memory = torch.contiguous_format
     if model_name == "airbench":  # the fast network (dense only), channels_last (its faster form)
-        from benchmarks.torch_cifar_reference import _airbench_net
+        from benchmarks.torch_cifar_reference import airbench_net
 
         if kind != "dense":
             raise ValueError("the PyTorch airbench network is dense only")
         memory = torch.channels_last
-        model = _airbench_net().to(memory_format=memory).train()
+        model = airbench_net().to(memory_format=memory).train()
     else:
-        model = _torch_modules()(kind, int(model_name[6:])).train()
+        model = torch_modules()(kind, int(model_name[6:])).train()
     # as optax.sgd(momentum) after add_decayed_weights (the trainer's "sgd")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255

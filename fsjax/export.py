@@ -21,8 +21,8 @@ import numpy as np
 from flax import nnx
 
 from fsjax import models
-from fsjax.nn.conv import DFSConv, FSConv, _Conv, _like
-from fsjax.nn.convert import _set
+from fsjax.nn.conv import ConvBase, DFSConv, FSConv, like_conv
+from fsjax.nn.convert import set_at
 from fsjax.spec import ConvSpec
 
 __all__ = ["describe", "build", "apply_layer_meta", "copy_matching", "save", "load",
@@ -31,7 +31,7 @@ __all__ = ["describe", "build", "apply_layer_meta", "copy_matching", "save", "lo
 
 def conv_layers(model: nnx.Module):
     """``(path, layer)`` for every fsjax conv in ``model``."""
-    return [(tuple(p), n) for p, n in nnx.iter_graph(model) if isinstance(n, _Conv) and p]
+    return [(tuple(p), n) for p, n in nnx.iter_graph(model) if isinstance(n, ConvBase) and p]
 
 
 def describe(model: nnx.Module) -> list[dict]:
@@ -64,9 +64,9 @@ def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:
             s = spec
             where = (dict(layout=s.layout) if s.layout == "official"
                      else dict(offsets=s.offsets))
-            new = _like(FSConv, layer, None, **s.geometry(), name=s.name,
+            new = like_conv(FSConv, layer, None, **s.geometry(), name=s.name,
                         compression=s.compression, **where)
-            _set(model, path, new)
+            set_at(model, path, new)
         else:
             raise ValueError(f"layer {spec.name!r}: metadata says {spec.kind} {spec.kernel_shape}"
                              f" but the rebuilt model has {layer.spec.kind} "

@@ -174,9 +174,9 @@ def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, sto
                          f"this run has trained (checkpoint step {latest}); use "
                          f"--config.resume_step to go back to an earlier step, or another "
                          f"--workdir")
-    fn, tx, lr_fn, ts = _setup(model, c, steps)
+    fn, tx, lr_fn, ts = setup_state(model, c, steps)
     if saved is not None:
-        target = _host_state(ts)
+        target = host_state(ts)
         ts = _checked(src, src_step, lambda: _restore_finite(src, src_step, target), target)
         on_start()  # the config is recorded once the run is known to start
         moved = ckpts.set_aside_after(latest) if latest is not None else []
@@ -341,7 +341,7 @@ def _partial(c, workdir, saved):
 def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts, ds):
     """A checkpoint inside epoch ``epoch`` (0-based) after ``done`` of its steps, with the
     epoch's metric sums so far; the data position is the step (fsjax.data.stream)."""
-    host = _host_state(jax.device_get(ts))
+    host = host_state(jax.device_get(ts))
     bad = health.nonfinite_arrays(host)
     if bad:
         raise FloatingPointError(_diverged(
@@ -449,7 +449,9 @@ def _has_dfs(model) -> bool:
     return any(isinstance(n, DFSConv) for _, n in export.conv_layers(model))
 
 
-def _setup(model, c, steps):
+def setup_state(model, c, steps):
+    """``(model function, optax transform, lr schedule, initial train state)`` of ``model``
+    under config ``c`` for ``steps`` optimizer steps."""
     fn = ModelFn.create(model)
     tx, lr_fn = make_optimizer(c, model, steps)
     params, stats = ModelFn.initial(model)
@@ -459,7 +461,8 @@ def _setup(model, c, steps):
     return fn, tx, lr_fn, ts
 
 
-def _host_state(ts):
+def host_state(ts):
+    """The train state with every array on the host (NumPy), as checkpoints store it."""
     return jax.tree.map(lambda x: np.asarray(x) if not isinstance(x, np.ndarray) else x, ts)
 
 
@@ -485,7 +488,7 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
 
     export.load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     freeze_dfs(model)
-    fn2, tx, _, ts2 = _setup(model, c, steps)
+    fn2, tx, _, ts2 = setup_state(model, c, steps)
     def carry(new, prev):  # the previous state's arrays, by path, where the shapes agree
         old = {jax.tree_util.keystr(p): v for p, v in
                jax.tree_util.tree_flatten_with_path(jax.device_get(prev))[0]}
@@ -541,7 +544,7 @@ def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
 
 
 def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
-    host = _host_state(jax.device_get(ts))
+    host = host_state(jax.device_get(ts))
     m = _checkpoint_meta(meta, c, model, host["params"], ds, epoch=epoch, metrics=dict(
         accuracy=rec["test_accuracy"], loss=rec["test_loss"]))
     ckpts.save(epoch, host, m, dict(accuracy=rec["test_accuracy"]))

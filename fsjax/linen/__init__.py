@@ -31,7 +31,7 @@ from fsjax.spec import ConvSpec, check_dtypes
 __all__ = ["FSConv", "DFSConv", "KSConv", "dense_kernel", "compress", "Compressed"]
 
 
-class _Conv(nn.Module):
+class ConvBase(nn.Module):
     # flax.linen.Conv's fields, in its order and with its defaults (kernel_init: see module doc)
     features: int
     kernel_size: int | Sequence[int]
@@ -71,10 +71,10 @@ class _Conv(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        return _forward(self, self, inputs)
+        return layer_forward(self, self, inputs)
 
 
-def _forward(layer: _Conv, scope: nn.Module, inputs: jax.Array) -> jax.Array:
+def layer_forward(layer: ConvBase, scope: nn.Module, inputs: jax.Array) -> jax.Array:
     """``layer``'s computation, with its parameters created in ``scope`` (``layer`` itself, or
     an ``nn.Conv`` being replaced by :func:`compress`)."""
     spec = layer.spec(inputs.shape[-1])
@@ -97,7 +97,7 @@ def _forward(layer: _Conv, scope: nn.Module, inputs: jax.Array) -> jax.Array:
                       conv_general_dilated=conv_fn, **layer._extra(spec, stored, scope))
 
 
-class FSConv(_Conv):
+class FSConv(ConvBase):
     """FSNet conv (Linen): ``flax.linen.Conv``'s fields, then ``compression`` (rho, default
     4: about 4x fewer stored weights), ``offsets`` (segment starts; default evenly spaced) and
     ``layout`` (``'fsjax'`` or ``'official'``), as :class:`fsjax.nn.FSConv`. Parameters:
@@ -119,7 +119,7 @@ class FSConv(_Conv):
         return dict(compression=self.compression, offsets=self.offsets, layout=self.layout)
 
 
-class DFSConv(_Conv):
+class DFSConv(ConvBase):
     """DFSNet conv (Linen): an FS conv whose segment locations are parameters too
     (``locations``, one per output channel; ``location_mode`` ``'wrap'`` or ``'sigmoid'``), as
     :class:`fsjax.nn.DFSConv`. Select them by name for their own optimizer.
@@ -143,7 +143,7 @@ class DFSConv(_Conv):
         return {"locations": ops.dfs_locations(raw, spec.length, self.location_mode)}
 
 
-class KSConv(_Conv):
+class KSConv(ConvBase):
     """Kernel-sharing conv (Linen): ``groups`` contiguous input-channel groups share one kernel
     each; ``weighted=True`` for WKSC (a weight ``alpha`` per input channel, ``alpha_mode=
     'input'``, or per (input, output) pair, ``'pair'``), as :class:`fsjax.nn.KSConv`.
@@ -172,7 +172,7 @@ class KSConv(_Conv):
         return {"alpha": alpha}
 
 
-def dense_kernel(module: _Conv, params: dict, in_features: int) -> jax.Array:
+def dense_kernel(module: ConvBase, params: dict, in_features: int) -> jax.Array:
     """The dense ``(*kernel_size, in // feature_groups, out)`` kernel of a bound-free fsjax Linen
     conv, from its ``params`` (``{'fs' | 'kernel', 'locations'?, 'alpha'?, 'bias'?}``)."""
     spec = module.spec(in_features)

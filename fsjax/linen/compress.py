@@ -50,9 +50,9 @@ class Compressed:
         if context.method_name == "__call__" and isinstance(m, nn.Conv):
             layer = self.layers.get(tuple(m.scope.path))
             if layer is not None:
-                from fsjax.linen import _forward
+                from fsjax.linen import layer_forward
 
-                return _forward(layer, m, *args, **kwargs)
+                return layer_forward(layer, m, *args, **kwargs)
         return next_fun(*args, **kwargs)
 
     def init(self, *args, **kwargs):

@@ -114,13 +114,13 @@ def create(name: str, *, num_classes: int = 10, conv: ConvFactory | str = "dense
 def _check_applied(model, name: str, factory: ConvFactory) -> None:
     """A compressed kind that no layer took (e.g. KS with a group size that divides no input
     channel count) is an error, not a silently dense model."""
-    from fsjax.nn.conv import _Conv
+    from fsjax.nn.conv import ConvBase
 
     asked = {factory.kind} | {o.get("kind", factory.kind) if isinstance(o, dict) else o
                               for o in dict(factory.overrides or ()).values()}
     if asked == {"dense"}:
         return
-    convs = [n for _, n in nnx.iter_graph(model) if isinstance(n, _Conv)]
+    convs = [n for _, n in nnx.iter_graph(model) if isinstance(n, ConvBase)]
     if not convs or any(c.spec.kind != "dense" for c in convs):
         return
     cins = sorted({c.spec.in_features for c in convs if c.spec.feature_group_count == 1})

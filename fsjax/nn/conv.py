@@ -36,7 +36,8 @@ from typing_extensions import Required, TypedDict, Unpack
 from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
 
-__all__ = ["Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight", "ConvArgs"]
+__all__ = ["ConvBase", "Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight",
+           "ConvArgs", "like_conv", "kernel_of", "copy_bias"]
 
 
 class Location(nnx.Param):
@@ -81,7 +82,12 @@ class ConvArgs(TypedDict, total=False):
     name: str
 
 
-class _Conv(nnx.Module):
+class ConvBase(nnx.Module):
+    """What every fsjax NNX conv kind shares: Flax's arguments (:class:`ConvArgs`), the
+    :class:`fsjax.spec.ConvSpec` that computes it through :func:`fsjax.ops.conv`, the report
+    hook and the dense kernel (``dense_kernel()``). Tools recognise an fsjax conv by
+    ``isinstance(layer, ConvBase)`` and its kind by ``layer.kind``."""
+
     kind = "dense"
 
     def __init__(
@@ -189,7 +195,7 @@ class _Conv(nnx.Module):
         return {**{a: getattr(self, a) for a in FLAX_ARGS}, "name": self.spec.name}
 
 
-class Conv(_Conv):
+class Conv(ConvBase):
     """Dense conv: ``flax.nnx.Conv``'s arguments and results, reporting itself to
     :mod:`fsjax.report` (and quantized, exported and pruned like the other kinds).
 
@@ -211,7 +217,7 @@ class Conv(_Conv):
         super().__init__(in_features, out_features, kernel_size, strides, **kwargs)
 
 
-class FSConv(_Conv):
+class FSConv(ConvBase):
     """FSNet conv: filters are overlapping, circularly wrapped segments of one FS vector.
 
     Options: ``compression`` (rho, default 4; FS length ``max(K, floor(K*cout/rho))``),
@@ -260,14 +266,14 @@ class FSConv(_Conv):
     @classmethod
     def from_dense(cls, conv, compression=4.0, *, rngs=None, **kw) -> FSConv:
         """Least-squares FS layer (:func:`fsjax.ops.fs_project`) from a dense conv's kernel."""
-        layer = _like(cls, conv, rngs, compression=compression, **kw)
-        layer.fs[...] = ops.fs_project(_kernel_of(conv), layer.spec.length,
+        layer = like_conv(cls, conv, rngs, compression=compression, **kw)
+        layer.fs[...] = ops.fs_project(kernel_of(conv), layer.spec.length,
                                        index=layer.spec.fs_table()).astype(layer.param_dtype)
-        _copy_bias(conv, layer)
+        copy_bias(conv, layer)
         return layer
 
 
-class DFSConv(_Conv):
+class DFSConv(ConvBase):
     """DFSNet conv: FS conv whose segment locations are learned by gradient.
 
     ``location_mode``: ``'wrap'`` (default; ``loc = raw mod L``, gradient 1 everywhere, the
@@ -331,14 +337,14 @@ class DFSConv(_Conv):
 
     def to_fs(self) -> FSConv:
         """Freeze: an :class:`FSConv` with rounded offsets and this layer's FS and bias."""
-        layer = _like(FSConv, self, None, compression=self.spec.compression,
+        layer = like_conv(FSConv, self, None, compression=self.spec.compression,
                       offsets=self.rounded_offsets())
         layer.fs[...] = self.fs[...]
-        _copy_bias(self, layer)
+        copy_bias(self, layer)
         return layer
 
 
-class KSConv(_Conv):
+class KSConv(ConvBase):
     """Kernel-sharing conv (KSC); ``weighted=True`` gives WKSC.
 
     ``groups``: number of contiguous input-channel groups whose channels share one kernel
@@ -395,9 +401,9 @@ def _signature(cls):
     fsjax's (:class:`ConvArgs`), then the class's own keyword-only options with their
     annotations and defaults, read from its ``__init__`` (nnx's metaclass would otherwise show
     ``*args, **kwargs``; the annotated ``__init__`` is what static checkers read)."""
-    base = inspect.signature(_Conv.__init__)
+    base = inspect.signature(ConvBase.__init__)
     params = [p for p in base.parameters.values() if p.kind != p.VAR_KEYWORD]
-    if cls.__init__ is not _Conv.__init__:
+    if cls.__init__ is not ConvBase.__init__:
         params += [p for p in inspect.signature(cls.__init__).parameters.values()
                    if p.kind == p.KEYWORD_ONLY]
     full = base.replace(parameters=params, return_annotation=inspect.Signature.empty)
@@ -409,14 +415,15 @@ for _cls in (Conv, FSConv, DFSConv, KSConv):
     _signature(_cls)
 
 
-def _kernel_of(conv) -> jax.Array:
+def kernel_of(conv) -> jax.Array:
     """Dense kernel of an fsjax or Flax conv, with its mask applied (what the layer computes
     with)."""
-    k = conv.dense_kernel() if isinstance(conv, _Conv) else conv.kernel[...]
+    k = conv.dense_kernel() if isinstance(conv, ConvBase) else conv.kernel[...]
     return k if getattr(conv, "mask", None) is None else k * conv.mask
 
 
-def _copy_bias(src, dst):
+def copy_bias(src, dst):
+    """Copy ``src``'s bias (if both layers have one) into ``dst``, in ``dst``'s dtype."""
     if dst.bias is not None and getattr(src, "bias", None) is not None:
         dst.bias[...] = src.bias[...].astype(dst.param_dtype)
 
@@ -424,14 +431,14 @@ def _copy_bias(src, dst):
 def flax_args(conv) -> dict:
     """The Flax arguments (:data:`FLAX_ARGS`, as given) of an ``nnx.Conv`` or fsjax conv; a
     Flax default ``kernel_init`` becomes None (fsjax's equivalent per-weight default)."""
-    if isinstance(conv, _Conv):
+    if isinstance(conv, ConvBase):
         return conv.flax_args()
     args = {a: getattr(conv, a) for a in FLAX_ARGS if hasattr(conv, a)}
     args["kernel_init"] = None  # the conv's own init is replaced by its trained kernel
     return args
 
 
-def _like(cls, conv, rngs, **kw):
+def like_conv(cls, conv, rngs, **kw):
     """A new ``cls`` layer with every Flax argument of ``conv`` (an ``nnx.Conv`` or fsjax
     conv), overridden by ``kw``."""
     args = flax_args(conv)

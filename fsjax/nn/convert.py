@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import ops
-from fsjax.nn.conv import Conv, DFSConv, FSConv, KSConv, _Conv, _copy_bias, _kernel_of, _like
+from fsjax.nn.conv import Conv, ConvBase, DFSConv, FSConv, KSConv, copy_bias, kernel_of, like_conv
 from fsjax.spec import ConvSpec, check_convert_args, convert_skip_reason
 
 __all__ = ["convert", "dense_convs", "freeze_dfs", "materialize", "Converted"]
@@ -24,7 +24,9 @@ def dense_convs(model: nnx.Module) -> list[tuple[tuple, nnx.Module]]:
     return out
 
 
-def _set(model, path, value):
+def set_at(model, path, value):
+    """Replace the submodule of ``model`` at ``path`` (attribute names and list indices, as
+    ``nnx.iter_graph`` gives them) by ``value``."""
     parent = model
     for p in path[:-1]:
         parent = parent[p] if isinstance(p, int) else getattr(parent, p)
@@ -58,7 +60,7 @@ def _extra_metadata(param) -> dict:
 
 def _why_not(conv, kind: str) -> str | None:
     """Why ``conv`` cannot become a ``kind`` layer computing what it computes, or None."""
-    if isinstance(conv, _Conv):
+    if isinstance(conv, ConvBase):
         return None
     if type(conv).__call__ is not nnx.Conv.__call__:
         return (f"{type(conv).__name__} overrides nnx.Conv.__call__; fsjax cannot know what it "
@@ -139,21 +141,21 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
         meta = {"bias_metadata": _extra_metadata(getattr(conv, "bias", None))}
         if kind in ("fs", "dfs"):
             cls = FSConv if kind == "fs" else DFSConv
-            layer = _like(cls, conv, rngs, compression=compression, name=name, **meta,
+            layer = like_conv(cls, conv, rngs, compression=compression, name=name, **meta,
                           **layer_kw)
             if from_dense:
-                fs = ops.fs_project(_kernel_of(conv), layer.spec.length, index=layer.spec.fs_table())
+                fs = ops.fs_project(kernel_of(conv), layer.spec.length, index=layer.spec.fs_table())
                 layer.fs[...] = fs.astype(layer.param_dtype)
         else:
             groups = conv.in_features // group_size
-            layer = _like(KSConv, conv, rngs, weighted=kind == "wks", groups=groups, name=name,
+            layer = like_conv(KSConv, conv, rngs, weighted=kind == "wks", groups=groups, name=name,
                           kernel_metadata=_extra_metadata(conv.kernel), **meta, **layer_kw)
             if from_dense:
-                shared = ops.ks_project(_kernel_of(conv), groups, fgc)
+                shared = ops.ks_project(kernel_of(conv), groups, fgc)
                 layer.kernel[...] = shared.astype(layer.param_dtype)
         if from_dense:
-            _copy_bias(conv, layer)
-        _set(model, path, layer)
+            copy_bias(conv, layer)
+        set_at(model, path, layer)
         done.append(name)
     return done
 
@@ -172,10 +174,10 @@ def materialize(model: nnx.Module) -> list[str]:
     done = []
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, (FSConv, DFSConv)) and path:
-            dense = _like(Conv, node, None)
+            dense = like_conv(Conv, node, None)
             dense.kernel[...] = node.dense_kernel()
-            _copy_bias(node, dense)
-            _set(model, tuple(path), dense)
+            copy_bias(node, dense)
+            set_at(model, tuple(path), dense)
             done.append(".".join(map(str, path)))
     return done
 
@@ -192,6 +194,6 @@ def freeze_dfs(model: nnx.Module) -> list[str]:
     done = []
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, DFSConv) and path:
-            _set(model, tuple(path), node.to_fs())
+            set_at(model, tuple(path), node.to_fs())
             done.append(".".join(map(str, path)))
     return done

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import export, ops
-from fsjax.nn.conv import DFSConv, _Conv
+from fsjax.nn.conv import ConvBase, DFSConv
 
 __all__ = ["QuantConfig", "plan", "fake_quant_params", "quantize_model", "save_packed",
            "load_packed", "bits_by_layer", "effective_params"]
@@ -86,7 +86,7 @@ def plan(model: nnx.Module, q: QuantConfig) -> list[Entry]:
             continue
         path = tuple(path)
         name = ".".join(map(str, path))
-        if isinstance(node, _Conv):
+        if isinstance(node, ConvBase):
             name = node.spec.name or name
             key = "fs" if node.spec.kind in ("fs", "dfs") else "kernel"
             shape = node.spec.stored_kernel_shape
