@@ -411,7 +411,7 @@ def curves(root: str, out: str, t: Table = RESNET8) -> str | None:
         return None
     ax[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax[1].set(xlabel="epoch", ylabel="test top-1 (%)",
-              title=f"CIFAR-10 test accuracy, {t.network}, CPU")
+              title=f"CIFAR-10 test accuracy\n{t.network}, CPU")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend()
