@@ -13,7 +13,7 @@ from tests.test_train_step import TINY
 from train import configlib
 from train.loop import Runner, chunk_size, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
-from train.trainer import _setup, build_model
+from train.trainer import setup_state, build_model
 
 N, BATCH = 128, 16
 MEAN, STD = (0.5,) * 3, (0.25,) * 3
@@ -34,7 +34,7 @@ def _epochs(on_device, unroll, steps_per_call, epochs=2, kind="dfs"):
     # pinned to one core; 6e-6 after the first epoch). At 0.02 they stay at 6e-6.
     c.optimizer.lr = 0.02
     model, _ = build_model(c, 10, 3, jnp.float32)
-    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    fn, tx, _, ts = setup_state(model, c, N // BATCH)
     r = Runner(make_train_step(fn, tx, c, MEAN, STD, jnp.float32),
                make_eval_step(fn, MEAN, STD, jnp.float32), make_mesh(), BATCH, 48, on_device,
                unroll)
@@ -56,7 +56,7 @@ def _tiny_dense():
     c.model, c.conv.kind = "resnet8", "dense"
     c.model_kw.widths = (4, 8, 8)
     model, _ = build_model(c, 10, 3, jnp.float32)
-    fn, tx, _, ts = _setup(model, c, N // BATCH)
+    fn, tx, _, ts = setup_state(model, c, N // BATCH)
     return c, fn, tx, ts
 
 
@@ -172,7 +172,7 @@ def test_bf16_step_every_family(name):
     x = jax.random.randint(jax.random.key(0), (4, image, image, 3), 0, 256).astype(jnp.uint8)
     y = jnp.arange(4) % 10
     model, _ = build_model(c, 10, 3, jnp.bfloat16)
-    fn, tx, _, ts = _setup(model, c, 10)
+    fn, tx, _, ts = setup_state(model, c, 10)
     new, m = jax.jit(make_train_step(fn, tx, c, MEAN, STD, jnp.bfloat16))(
         ts, x, y, jax.random.key(1))
     assert np.isfinite(float(m["loss"])) and m["loss"].dtype == jnp.float32
