@@ -13,7 +13,7 @@ from tests.test_train_step import TINY
 from train import configlib
 from train.loop import Runner, chunk_size, make_mesh
 from train.model_fn import ModelFn, make_eval_step, make_train_step
-from train.trainer import setup_state, build_model
+from train.trainer import build_model, setup_state
 
 N, BATCH = 128, 16
 MEAN, STD = (0.5,) * 3, (0.25,) * 3
