@@ -14,10 +14,13 @@ edge normalisation, 16,000 training images (8,000 pairs: weights on one image of
 architecture on the other), 5 epochs of batch 64, weights SGD lr 0.05 cosine, the architecture
 waiting for the first 2 epochs (PC-DARTS's warm-up), DARTS-'s auxiliary skip decaying from 1
 to 0; ``dense``: the same supernet with dense convs (the DFS-vs-dense comparison). Derive with
-``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). Measured: on one core of
-the 2-core CPU next to another training run, a step of batch 64 pairs took 7.1 s and the
-first compile 12.8 minutes (at one core of its own: see docs/results.md for the searches'
-wall times).
+``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). Measured (seed 0, DFS
+supernet, revision 9e31b8d, docs/results.md "DFSNet NAS on the CPU"): 72 minutes on one core
+of the 2-core CPU next to the test suite on the other (5 epochs at 10-11 images/s, 2.4 min
+compile), peak host memory 5.7 GB; the searched cells still collapsed, to max-pooling this
+time (normal cell 3 of 8 edges parametric, reduction cell 0 of 8): over 3 architecture epochs
+at this lr the softmax weights moved at most 0.018 from uniform, so small early differences
+in favour of parameter-free ops decide the genotype. Not yet a working default.
 """
 
 from train.configlib import base
