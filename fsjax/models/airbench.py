@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fsjax import ops
-from fsjax.models.layers import ConvFactory
+from fsjax.models.layers import ConvFactory, max_pool
 from fsjax.nn import BatchNorm, Conv
 
 __all__ = ["AirbenchNet"]
@@ -53,7 +53,7 @@ class ConvPoolBN(nnx.Module):
     def __call__(self, x):
         x = self.conv(x)
         if self.pool:
-            x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+            x = max_pool(x, (2, 2))
         return _gelu(self.bn(x))
 
 
@@ -123,7 +123,7 @@ class AirbenchNet(nnx.Module):
         x = _gelu(self.whiten(x))
         for layer in self.layers:
             x = layer(x)
-        x = nnx.max_pool(x, window_shape=(3, 3), strides=(3, 3))
+        x = max_pool(x, (3, 3))
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
     def __call__(self, x):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from fsjax.models.layers import ConvBN, ConvFactory, classifier
+from fsjax.models.layers import ConvBN, ConvFactory, classifier, max_pool
 from fsjax.nn import Dropout
 
 __all__ = ["VGG", "VGG16_CFG", "VGG16_WIDTHS", "VGG_HEADS", "vgg_conv_names"]
@@ -97,7 +97,7 @@ class VGG(nnx.Module):
                 out.append(x)
                 if len(out) == 5:
                     break
-                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2))
             else:
                 x = self.layers[i](x)
                 i += 1
@@ -109,7 +109,7 @@ class VGG(nnx.Module):
         i = 0
         for p in self.plan:
             if p == "M":
-                x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2))
             else:
                 x = self.layers[i](x)
                 i += 1

@@ -44,6 +44,7 @@ from fsjax.ops.init import fan_in_normal, identity_kernel, whitening_kernel
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
+from fsjax.ops.pool import max_pool_blocks
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -94,6 +95,7 @@ __all__ = [
     "compiler_options",
     "CPU_COMPILER_OPTIONS",
     "CPU_FORMS",
+    "max_pool_blocks",
     "conv3d_as_2d",
     "kernel_size_tuple",
     "filter_size",

@@ -21,10 +21,10 @@ from jax import lax
 __all__ = ["CPU_FORMS", "CPU_COMPILER_OPTIONS", "compiler_options", "cpu_form", "cpu_forms",
            "inference_trace", "materialize_on_cpu", "conv3d_as_2d_on"]
 
-# the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once)
-# and "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices); none inside
-# inference_trace
-CPU_FORMS = ("materialize", "depthwise_slices")
+# the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once),
+# "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices) and "pool_blocks"
+# (non-overlapping max pooling as a reshape and a max); none inside inference_trace
+CPU_FORMS = ("materialize", "depthwise_slices", "pool_blocks")
 _CPU_FORMS = contextvars.ContextVar("fsjax_cpu_forms", default=frozenset(CPU_FORMS))
 _CONV3D_AS_2D = contextvars.ContextVar("fsjax_conv3d_as_2d", default=False)
 
