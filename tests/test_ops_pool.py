@@ -67,7 +67,7 @@ def test_models_same_with_and_without_the_cpu_form(name, kw):
             val, grads = jax.jit(jax.value_and_grad(loss))(state, x)
             outs.append((val, jax.tree.leaves(grads)))
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5)
-    for a, b in zip(outs[0][1], outs[1][1]):
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
