@@ -27,7 +27,7 @@ run: install data
 	$(BIN)/python -m train.main
 
 # the suite, plus the doctests of the public layers and converters
-DOCTESTS = fsjax/nn/conv.py fsjax/nn/convert.py fsjax/linen/__init__.py fsjax/linen/compress.py
+DOCTESTS = fsjax/kinds.py fsjax/nn/conv.py fsjax/nn/convert.py fsjax/linen/__init__.py fsjax/linen/compress.py
 
 test: install data
 	$(BIN)/python -m pytest -q -n auto tests --doctest-modules $(DOCTESTS)

@@ -4,8 +4,8 @@
 
 Every public module of the library: ``fsjax.nn``, ``fsjax.linen``, ``fsjax.models``,
 ``fsjax.ops``, ``fsjax.optim``, ``fsjax.prune``, ``fsjax.quant``, ``fsjax.deploy``,
-``fsjax.export``, ``fsjax.report``, ``fsjax.data``. Docstrings are reStructuredText (Sphinx
-roles such as :func:`fsjax.ops.fs_kernel` become links).
+``fsjax.export``, ``fsjax.report``, ``fsjax.data``, ``fsjax.spec``, ``fsjax.kinds``. Docstrings
+are reStructuredText (Sphinx roles such as :func:`fsjax.ops.fs_kernel` become links).
 """
 
 import os
@@ -14,7 +14,7 @@ import warnings
 
 MODULES = ["fsjax.nn", "fsjax.linen", "fsjax.models", "fsjax.ops", "fsjax.optim",
            "fsjax.prune", "fsjax.quant", "fsjax.deploy", "fsjax.export", "fsjax.report",
-           "fsjax.data", "fsjax.spec"]
+           "fsjax.data", "fsjax.spec", "fsjax.kinds"]
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import models
-from fsjax.nn.conv import ConvBase, DFSConv, FSConv, like_conv
+from fsjax.nn.conv import ConvBase, layer_class, like_conv
 from fsjax.nn.convert import set_at
 from fsjax.spec import ConvSpec
 
@@ -39,7 +39,7 @@ def describe(model: nnx.Module) -> list[dict]:
     for path, layer in conv_layers(model):
         d = layer.spec.to_dict()
         d["path"] = [p if isinstance(p, int) else str(p) for p in path]
-        if isinstance(layer, DFSConv):
+        if layer.spec.conv_kind.learns_locations:
             d["locations"] = np.asarray(jax.device_get(layer.location_values())).tolist()
             d["location_mode"] = layer.location_mode
         out.append(d)
@@ -60,12 +60,9 @@ def apply_layer_meta(model: nnx.Module, layers: list[dict]) -> None:
                              f"rebuilt model; the metadata belongs to another architecture")
         if layer.spec == spec:
             continue
-        if spec.kind == "fs" and layer.spec.kind in ("fs", "dfs"):
-            s = spec
-            where = (dict(layout=s.layout) if s.layout == "official"
-                     else dict(offsets=s.offsets))
-            new = like_conv(FSConv, layer, None, **s.geometry(), name=s.name,
-                        compression=s.compression, **where)
+        if layer.spec.conv_kind.frozen == spec.kind:  # e.g. a frozen DFS layer: FS, its offsets
+            new = like_conv(layer_class(spec.kind), layer, None, **spec.geometry(),
+                            name=spec.name, **spec.conv_kind.spec_options(spec))
             set_at(model, path, new)
         else:
             raise ValueError(f"layer {spec.name!r}: metadata says {spec.kind} {spec.kernel_shape}"

@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax.nnx.nn import dtypes as nnx_dtypes
 
-from fsjax import ops
+from fsjax import kinds, ops
 
 canonicalize_dtype = nnx_dtypes.canonicalize_dtype
 
-KINDS = ("dense", "fs", "dfs", "ks", "wks")
+KINDS = kinds.names()  # the built-in kinds (kinds.names(): every registered one)
 LAYOUTS = ("fsjax", "official")  # FS filter starts: exact integers | the official PyTorch code's
 
 _RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("fsjax_rec", default=None)
@@ -44,7 +44,8 @@ def record_calls():
 class ConvSpec:
     """Static description of one conv layer of any rank (hashable; no arrays).
 
-    ``kind`` is one of :data:`KINDS`; ``length``/``offsets`` are set for fs/dfs, ``groups``
+    ``kind`` names a registered :class:`fsjax.kinds.ConvKind` (:attr:`conv_kind`), which
+    validates its options and builds its kernel; ``length``/``offsets`` are set for fs/dfs, ``groups``
     (kernel-sharing groups over all input channels) and ``alpha_mode`` for ks/wks. Geometry
     (``kernel_size``, ``strides``, ``dilation`` = kernel dilation, ``input_dilation``) is one
     int per spatial dim; ``padding`` is kept as given (Flax's forms). ``layout`` (fs only):
@@ -79,8 +80,10 @@ class ConvSpec:
         """Validate Flax-style arguments (``kernel_size`` an int = 1-D, as in Flax; strides and
         dilations None, an int or one per spatial dim) and return the spec."""
         where = f"{kind} conv {name!r}" if name else f"{kind} conv"
-        if kind not in KINDS:
-            raise ValueError(f"{where}: unknown conv kind {kind!r}; valid: {', '.join(KINDS)}")
+        try:
+            k = kinds.get(kind)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         for label, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{where}: {label} must be a positive int; got {v!r}")
@@ -107,42 +110,21 @@ class ConvSpec:
         if layout not in LAYOUTS:
             raise ValueError(f"{where}: layout must be one of {', '.join(LAYOUTS)}; got "
                              f"{layout!r}")
-        if layout == "official" and (kind != "fs" or offsets is not None):
+        if layout == "official" and (not k.official_layout or offsets is not None):
             raise ValueError(f"{where}: layout='official' is for FS layers with the official "
                              f"filter starts (kind 'fs', no offsets); got kind {kind!r}"
                              + (" with offsets" if offsets is not None else ""))
-        if kind in ("fs", "dfs"):
-            compression = 4.0 if compression is None else compression
-            try:
-                length = ops.fs_length(kshape, compression)
-                if layout == "official":  # its L = int(K*cout/rho), with no floor at K
-                    ops.fs_official_index(kshape, int(ops.filter_size(kshape) * kshape[-1]
-                                                      / compression))
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            if layout == "official":
-                offsets = ops.fs_official_starts(kshape[-1], length).astype(np.int64) % length
-                spec["layout"] = layout
-            if offsets is None:
-                offsets = ops.fs_offsets(kshape, length)
-            offsets = tuple(int(o) for o in np.asarray(offsets).reshape(-1))
-            if len(offsets) != kshape[-1] or min(offsets) < 0 or max(offsets) >= length:
-                raise ValueError(f"{where}: offsets must be {kshape[-1]} ints in [0, {length})")
-            spec.update(compression=float(compression), length=length, offsets=offsets)
-        if kind in ("ks", "wks"):
-            groups = fgc if groups is None else groups
-            ops.ks_check(int(in_features), groups, where)
-            if groups % fgc:
-                raise ValueError(f"{where}: groups {groups} must be a multiple of "
-                                 f"feature_group_count {fgc} (a sharing group cannot straddle "
-                                 f"two feature groups)")
-            if alpha_mode not in ("input", "pair"):
-                raise ValueError(f"{where}: alpha_mode must be 'input' or 'pair'; got {alpha_mode!r}")
-            spec.update(groups=int(groups), alpha_mode=alpha_mode,
-                        compression=float(in_features // groups))
+        spec.update(k.options(where, kshape, int(in_features), fgc, compression=compression,
+                              offsets=offsets, groups=groups, alpha_mode=alpha_mode,
+                              layout=layout))
         return ConvSpec(**spec)
 
     # --- shapes and sizes -------------------------------------------------------------------
+    @property
+    def conv_kind(self) -> kinds.ConvKind:
+        """The :class:`fsjax.kinds.ConvKind` this spec's ``kind`` names."""
+        return kinds.get(self.kind)
+
     @property
     def rank(self) -> int:
         """Number of spatial dims (1, 2, 3, ...)."""
@@ -156,19 +138,12 @@ class ConvSpec:
 
     @property
     def stored_kernel_shape(self) -> tuple[int, ...]:
-        if self.kind in ("fs", "dfs"):
-            return (self.length,)
-        if self.kind in ("ks", "wks"):
-            return self.kernel_size + (self.groups // self.feature_group_count,
-                                       self.out_features)
-        return self.kernel_shape
+        """Shape of the stored kernel (FS vector, shared kernel or dense kernel)."""
+        return self.conv_kind.stored_kernel_shape(self)
 
     def alpha_shape(self) -> tuple[int, ...] | None:
-        if self.kind != "wks":
-            return None
-        if self.alpha_mode == "pair":
-            return (self.in_features // self.feature_group_count, self.out_features)
-        return (self.in_features,)
+        """Shape of the WKSC sharing weights, or None."""
+        return self.conv_kind.alpha_shape(self)
 
     @property
     def fan_in(self) -> int:
@@ -176,9 +151,7 @@ class ConvSpec:
 
     def stored_params(self) -> int:
         """Trainable parameters this layer stores (kernel/FS, locations, alpha, bias)."""
-        n = int(np.prod(self.stored_kernel_shape))
-        if self.kind == "dfs":
-            n += self.out_features
+        n = int(np.prod(self.stored_kernel_shape)) + self.conv_kind.extra_params(self)
         if self.alpha_shape():
             n += int(np.prod(self.alpha_shape()))
         return n + (self.out_features if self.use_bias else 0)
@@ -222,12 +195,7 @@ class ConvSpec:
         if dense.shape != self.kernel_shape:
             raise ValueError(f"conv {self.name!r}: kernel_init returned shape {dense.shape}; "
                              f"expected the dense kernel shape {self.kernel_shape}")
-        if self.kind in ("fs", "dfs"):
-            return ops.fs_from_dense(dense, self.length, index=self.fs_table())
-        if self.kind in ("ks", "wks"):
-            g = self.in_features // self.groups
-            return dense[..., ::g, :]
-        return dense
+        return self.conv_kind.init_from_dense(self, dense)
 
     # --- forward ----------------------------------------------------------------------------
     def apply(self, x, stored, bias, *, locations=None, alpha=None, mask=None, dtype=None,
@@ -258,15 +226,8 @@ class ConvSpec:
             dt = canonicalize_dtype(x, stored, bias, dtype=dtype, inexact=True)
             x = jnp.asarray(x, dt)
             bias = None if bias is None else jnp.asarray(bias, dt)
-            if self.kind in ("ks", "wks"):
-                a = None if alpha is None else alpha.astype(dt)
-                y = ops.ks_conv(x, stored.astype(dt), a, bias, feature_group_count=n, **kw)
-            else:
-                if self.kind == "dfs":  # interpolation (and its gradient) in the params' dtype
-                    kernel = self.materialize(stored, locations).astype(dt)
-                else:
-                    kernel = self.materialize(stored.astype(dt))
-                y = ops.conv(x, kernel, bias, feature_group_count=n, **kw)
+            y = self.conv_kind.apply(self, x, stored, bias, locations=locations, alpha=alpha,
+                                     dtype=dt, **kw)
         else:
             kernel = self.materialize(stored, locations, alpha)
             if mask is not None:
@@ -285,16 +246,7 @@ class ConvSpec:
     def materialize(self, stored, locations=None, alpha=None) -> jax.Array:
         """Dense ``(*kernel_size, in // feature_groups, out)`` kernel from the stored array
         (FS vector, shared kernel with ``alpha``, or dense)."""
-        if self.kind == "fs" and self.layout == "official":
-            return ops.fs_official_kernel(stored, self.kernel_shape)
-        if self.kind == "fs":
-            return ops.fs_kernel(stored, self.kernel_shape, self.np_offsets())
-        if self.kind == "dfs":
-            return ops.dfs_kernel(stored, self.kernel_shape, locations)
-        if self.kind in ("ks", "wks"):
-            return ops.ks_dense_kernel(stored, alpha, self.in_features,
-                                       self.feature_group_count)
-        return stored
+        return self.conv_kind.materialize(self, stored, locations, alpha)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -322,15 +274,17 @@ def _promote(args, dtype=None):
     return nnx_dtypes.promote_dtype(args, dtype=dtype)
 
 
-CONVERT_KINDS = ("fs", "dfs", "ks", "wks")
+CONVERT_KINDS = kinds.convertible()  # the built-in ones (kinds.convertible(): all)
 
 
 def check_convert_args(where: str, kind, group_size) -> None:
     """The options every converter (:func:`fsjax.nn.convert`, :func:`fsjax.linen.compress`)
     takes: ValueError naming the bad one."""
-    if kind not in CONVERT_KINDS:
-        raise ValueError(f"{where}: kind must be 'fs', 'dfs', 'ks' or 'wks'; got {kind!r}")
-    if kind in ("ks", "wks") and (not isinstance(group_size, int) or group_size <= 0):
+    if kind not in kinds.convertible():
+        raise ValueError(f"{where}: kind must be one of {', '.join(kinds.convertible())}; "
+                         f"got {kind!r}")
+    if kinds.get(kind).step_option == "group_size" and (
+            not isinstance(group_size, int) or group_size <= 0):
         raise ValueError(f"{where}: group_size must be a positive int; got {group_size!r}")
 
 
@@ -350,10 +304,7 @@ def convert_skip_reason(kind: str, in_features: int, kernel_shape, feature_group
         return f"grouped (feature_group_count={fgc})"
     elif int(np.prod(kernel_shape)) < min_params:
         return f"fewer than min_params={min_params} weights"
-    if kind in ("ks", "wks") and (in_features // fgc) % group_size:
-        return (f"its {in_features // fgc} input channels per feature group are not a multiple "
-                f"of group_size {group_size}")
-    return None
+    return kinds.get(kind).convert_skip(in_features, fgc, group_size)
 
 
 def check_dtypes(dtype, param_dtype, where: str = "conv") -> None:

@@ -42,3 +42,20 @@ def test_layers_import_one_way():
                     ops and top == "fsjax" and not node.module.startswith("fsjax.ops")):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}")
     assert not bad, "\n".join(bad)
+
+
+def test_tools_ask_the_kind():
+    """No module outside fsjax/kinds.py compares conv-kind strings (``kind in ("fs", "dfs")``,
+    ``spec.kind == "ks"``): the tools ask the :class:`fsjax.kinds.ConvKind` instead."""
+    import re
+
+    pattern = re.compile(r"""in \("(dense|fs|dfs|ks|wks)"|kind\s*[!=]=\s*"(dense|fs|dfs|ks|wks)\"""")
+    bad = []
+    for pkg in ("fsjax", "train"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path == ROOT / "fsjax" / "kinds.py":
+                continue
+            for i, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    bad.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not bad, "\n".join(bad)

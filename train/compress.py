@@ -29,9 +29,8 @@ import statistics
 import sys
 import time
 
+from fsjax import kinds
 from train import cli
-
-KINDS = ("fs", "dfs", "ks", "wks")  # conversion steps
 
 
 def parse_stages(stages) -> list[tuple[str, float]]:
@@ -45,10 +44,10 @@ def parse_stages(stages) -> list[tuple[str, float]]:
             v = float(arg) if arg else None
         except ValueError:
             v = None
-        ok = {"thinet": v is not None and 0 < v < 1, "fs": v is not None and v >= 1,
-              "dfs": v is not None and v >= 1, "ks": v is not None and v == int(v) and v >= 2,
-              "wks": v is not None and v == int(v) and v >= 2, "finetune": not arg,
+        ok = {"thinet": v is not None and 0 < v < 1, "finetune": not arg,
               "quant": v is not None and v == int(v) and 2 <= v <= 8}.get(name, False)
+        if name in kinds.convertible():  # a conversion step: the kind's option
+            ok = kinds.get(name).step_value(v) is not None
         if not ok:
             raise ValueError(f"config.compress.stages[{i}] = {s!r} is not valid; valid: {valid}")
         if name == "quant" and i != len(stages) - 1:
@@ -198,9 +197,9 @@ def compress(c, workdir: str) -> list[dict]:
             p.lock()
             prune(p, d)
             out = os.path.join(d, "final")
-        elif name in KINDS:
-            opt = "conv.compression" if name in ("fs", "dfs") else "conv.group_size"
-            over = {"conv.kind": name, opt: v if name in ("fs", "dfs") else int(v),
+        elif name in kinds.convertible():
+            k = kinds.get(name)
+            over = {"conv.kind": name, f"conv.{k.step_option}": k.step_value(v),
                     "conv.overrides": {}, "init_from": src}
             out = os.path.join(d, "train")
             run(_run_config(c, meta, **over), out)

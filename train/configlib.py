@@ -17,8 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from fsjax import data, models
-from fsjax.spec import KINDS
+from fsjax import data, kinds, models
 
 SCHEDULES = ("step", "cyclic", "cosine", "onecycle", "linear", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -134,7 +133,7 @@ KEYS = (
     K("eval_limit", 0, ">0: the same for the test set (0: the full test set)",
       Int(0, text="an int >= 0 (0: all)")),
     K("model", "resnet20", "zoo name (fsjax.models.MODELS)", Choice(lambda: sorted(models.MODELS))),
-    K("conv.kind", "fs", "dense | fs | dfs | ks | wks", Choice(KINDS)),
+    K("conv.kind", "fs", "dense | fs | dfs | ks | wks", Choice(kinds.names)),
     K("conv.compression", 4.0, "FS/DFS rho: dense kernel size / summary length", Num(1)),
     K("conv.group_size", 4, "KS/WKS: input channels per shared kernel", Int(1)),
     K("conv.location_mode", "wrap", "DFS location parameterisation: wrap | sigmoid",
@@ -446,10 +445,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.schedule.name == "cyclic" and not (1 <= c.schedule.cycles <= c.num_epochs):
         raise ValueError(f"config.schedule.cycles must be in [1, num_epochs={c.num_epochs}]; "
                          f"got {c.schedule.cycles}")
-    if c.locations.freeze_epoch >= 0 and c.conv.kind != "dfs":
+    if c.locations.freeze_epoch >= 0 and not kinds.get(c.conv.kind).learns_locations:
         raise ValueError("config.locations.freeze_epoch only applies to conv.kind='dfs'; "
                          f"conv.kind is {c.conv.kind!r}")
-    if c.init_from and c.conv.kind == "dense":
+    if c.init_from and not kinds.get(c.conv.kind).compressed:
         raise ValueError("config.init_from projects a dense run onto a compressed model; "
                          "set conv.kind to fs, dfs, ks or wks")
     if c.quant.bits == 1:  # RANGES allows 0..8; one bit is not a supported width

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fsjax import export, models, quant, report
-from fsjax.nn import DFSConv
+from fsjax import export, kinds, models, quant, report
 from train import arch, configlib, health
 from train.ckpt import Checkpoints, step_dirs, steps_text
 from train.loop import Feed, Runner, check_batch, make_mesh
@@ -446,7 +445,7 @@ def ckpt_absent(workdir: str) -> bool:
 
 
 def _has_dfs(model) -> bool:
-    return any(isinstance(n, DFSConv) for _, n in export.conv_layers(model))
+    return any(n.spec.conv_kind.learns_locations for _, n in export.conv_layers(model))
 
 
 def setup_state(model, c, steps):
@@ -551,8 +550,7 @@ def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
 
 
 def _conv_label(c) -> str:
-    return c.conv.kind if c.conv.kind not in ("fs", "dfs") else \
-        f"{c.conv.kind} rho={c.conv.compression:g}"
+    return kinds.get(c.conv.kind).label(c.conv.compression)
 
 
 def _header(c, config_name, workdir, model, meta, ds, dtype, steps) -> str:

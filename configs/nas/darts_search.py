@@ -14,7 +14,8 @@ edge normalisation, 16,000 training images (8,000 pairs: weights on one image of
 architecture on the other), 5 epochs of batch 64, weights SGD lr 0.05 cosine, the architecture
 waiting for the first 2 epochs (PC-DARTS's warm-up), DARTS-'s auxiliary skip decaying from 1
 to 0; ``dense``: the same supernet with dense convs (the DFS-vs-dense comparison). Derive with
-``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). Measured (seed 0, DFS
+``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). ``arch_lr=<lr>``: the
+architecture's Adam lr (default 6e-4). Measured (seed 0, DFS
 supernet, revision 9e31b8d, docs/results.md "DFSNet NAS on the CPU"): 72 minutes on one core
 of the 2-core CPU next to the test suite on the other (5 epochs at 10-11 images/s, 2.4 min
 compile), peak host memory 5.7 GB; the searched cells still collapsed, to max-pooling this
@@ -48,9 +49,10 @@ def get_config(arg: str = "4"):
     if opts[0] != "cpu":
         c.conv.compression = float(opts[0])
         return c
-    bad = [o for o in opts[1:] if o != "dense" and not o.isdigit()]
+    bad = [o for o in opts[1:] if o != "dense" and not o.isdigit() and not _arch_lr(o)]
     if bad:
-        raise ValueError(f"darts_search.py:cpu options are 'dense' and a seed; got {bad[0]!r}")
+        raise ValueError(f"darts_search.py:cpu options are 'dense', a seed and arch_lr=<lr > 0>;"
+                         f" got {bad[0]!r}")
     if "dense" in opts:
         c.conv.kind = "dense"
     c.seed = next((int(o) for o in opts[1:] if o.isdigit()), 0)
@@ -63,5 +65,15 @@ def get_config(arg: str = "4"):
     c.optimizer.lr = 0.05
     c.nas.warmup_epochs = 2.0
     c.nas.aux_skip = True
-    c.nas.arch_lr = 6e-4
+    c.nas.arch_lr = next((_arch_lr(o) for o in opts[1:] if _arch_lr(o)), 6e-4)
     return c
+
+
+def _arch_lr(opt: str) -> float | None:
+    """``arch_lr=<lr>`` -> lr (a positive float), else None."""
+    name, _, v = opt.partition("=")
+    try:
+        lr = float(v) if name == "arch_lr" else 0.0
+    except ValueError:
+        return None
+    return lr if lr > 0 else None

@@ -19,7 +19,7 @@ from fsjax import ops
 from fsjax.models.darts import ReLUConvBN
 from fsjax.models.layers import ConvBN
 from fsjax.nn import BatchNorm
-from fsjax.nn.conv import ConvBase, DFSConv, FSConv
+from fsjax.nn.conv import ConvBase
 from fsjax.nn.convert import materialize
 
 __all__ = ["inference_model", "fold_batchnorm", "forward_of", "Folded", "logits_of"]
@@ -42,8 +42,8 @@ def fold_batchnorm(model: nnx.Module) -> list[str]:
         if not isinstance(node, FOLDABLE) or not isinstance(getattr(node, "bn", None), BatchNorm):
             continue
         conv, bn = node.conv, node.bn
-        if not isinstance(conv, ConvBase) or isinstance(conv, (FSConv, DFSConv)):
-            continue  # FS/DFS share weights across filters: materialise them first
+        if not isinstance(conv, ConvBase) or not conv.spec.conv_kind.folds_batchnorm:
+            continue  # e.g. FS/DFS share weights across filters: materialise them first
         bias = None if conv.bias is None else conv.bias[...]
         k, b = ops.fold_batch_norm(conv.kernel[...], bias, bn.mean.get_value(),
                                    bn.var.get_value(),

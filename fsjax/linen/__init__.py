@@ -22,13 +22,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from flax.linen import dtypes as linen_dtypes
 
 from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
 
-__all__ = ["FSConv", "DFSConv", "KSConv", "dense_kernel", "compress", "Compressed"]
+_LAYERS: dict[str, type] = {}  # conv kind -> its Linen layer class (ConvBase.__init_subclass__)
+
+__all__ = ["FSConv", "DFSConv", "KSConv", "dense_kernel", "compress", "Compressed",
+           "layer_class"]
 
 
 class ConvBase(nn.Module):
@@ -55,7 +59,17 @@ class ConvBase(nn.Module):
 
     kind = "dense"
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if isinstance(cls.__dict__.get("kind"), str):
+            _LAYERS[cls.__dict__["kind"]] = cls
+
     def _opts(self) -> dict:
+        return {}
+
+    def init_extra(self, spec: ConvSpec) -> dict:
+        """Initial values of the parameters beyond the stored kernel and the kind's
+        projection (DFS: ``locations``), for a layer made from a dense one."""
         return {}
 
     def spec(self, in_features: int) -> ConvSpec:
@@ -67,6 +81,12 @@ class ConvBase(nn.Module):
             use_bias=self.use_bias, name=self.name or "", **self._opts())
 
     def _extra(self, spec: ConvSpec, stored, scope: nn.Module) -> dict:
+        """Keyword arguments of :meth:`ConvSpec.apply` beyond the stored kernel, with their
+        parameters created in ``scope``."""
+        return {}
+
+    def _extra_of(self, spec: ConvSpec, params: dict) -> dict:
+        """The same, read from a layer's ``params``."""
         return {}
 
     @nn.compact
@@ -78,8 +98,7 @@ def layer_forward(layer: ConvBase, scope: nn.Module, inputs: jax.Array) -> jax.A
     """``layer``'s computation, with its parameters created in ``scope`` (``layer`` itself, or
     an ``nn.Conv`` being replaced by :func:`compress`)."""
     spec = layer.spec(inputs.shape[-1])
-    name = "fs" if spec.kind in ("fs", "dfs") else "kernel"
-    stored = scope.param(name, lambda key, *_: spec.init_stored(
+    stored = scope.param(spec.conv_kind.param, lambda key, *_: spec.init_stored(
         key, layer.kernel_init, layer.param_dtype, layer.init_scale))
     bias = (scope.param("bias", layer.bias_init, (spec.out_features,), layer.param_dtype)
             if spec.use_bias else None)
@@ -138,9 +157,19 @@ class DFSConv(ConvBase):
         return dict(compression=self.compression)
 
     def _extra(self, spec, stored, scope):
-        raw = scope.param("locations", lambda _k: jnp.asarray(
-            ops.dfs_init_raw(spec.np_offsets(), spec.length, self.location_mode)))
+        raw = scope.param("locations", lambda _k: self.init_locations(spec))
         return {"locations": ops.dfs_locations(raw, spec.length, self.location_mode)}
+
+    def _extra_of(self, spec, params):
+        return {"locations": ops.dfs_locations(params["locations"], spec.length,
+                                               self.location_mode)}
+
+    def init_extra(self, spec):
+        return {"locations": np.asarray(self.init_locations(spec))}
+
+    def init_locations(self, spec: ConvSpec) -> jax.Array:
+        """The raw locations at the spec's offsets (the FSNet layout)."""
+        return jnp.asarray(ops.dfs_init_raw(spec.np_offsets(), spec.length, self.location_mode))
 
 
 class KSConv(ConvBase):
@@ -171,17 +200,27 @@ class KSConv(ConvBase):
         alpha = scope.param("alpha", nn.initializers.ones, shape, self.param_dtype) if shape else None
         return {"alpha": alpha}
 
+    def _extra_of(self, spec, params):
+        return {"alpha": params.get("alpha")}
+
 
 def dense_kernel(module: ConvBase, params: dict, in_features: int) -> jax.Array:
     """The dense ``(*kernel_size, in // feature_groups, out)`` kernel of a bound-free fsjax Linen
     conv, from its ``params`` (``{'fs' | 'kernel', 'locations'?, 'alpha'?, 'bias'?}``)."""
     spec = module.spec(in_features)
-    if spec.kind == "dfs":
-        loc = ops.dfs_locations(params["locations"], spec.length, module.location_mode)
-        return spec.materialize(params["fs"], loc)
-    if spec.kind in ("ks", "wks"):
-        return spec.materialize(params["kernel"], alpha=params.get("alpha"))
-    return spec.materialize(params["fs" if spec.kind == "fs" else "kernel"])
+    return spec.materialize(params[spec.conv_kind.param], **module._extra_of(spec, params))
+
+
+_LAYERS["ks"] = _LAYERS["wks"] = KSConv
+
+
+def layer_class(kind: str) -> type[ConvBase]:
+    """The Linen layer class of a conv kind (``'fs'`` -> :class:`FSConv`; ``'ks'`` and
+    ``'wks'`` -> :class:`KSConv`): a :class:`ConvBase` subclass whose ``kind`` names it."""
+    if kind not in _LAYERS:
+        raise ValueError(f"conv kind {kind!r} has no Linen layer class; valid: "
+                         f"{', '.join(_LAYERS)}")
+    return _LAYERS[kind]
 
 
 from fsjax.linen.compress import Compressed, compress  # noqa: E402  (uses the layers above)

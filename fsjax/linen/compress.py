@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 from flax import linen as nn
 from flax.core import unfreeze
 
-from fsjax import ops
+from fsjax import kinds, ops
 from fsjax.spec import check_convert_args, convert_skip_reason
 
 __all__ = ["compress", "Compressed"]
@@ -114,7 +113,7 @@ def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
     >>> small.apply(new_vars, x).shape
     (1, 8, 8, 32)
     """
-    from fsjax.linen import DFSConv, FSConv, KSConv
+    from fsjax.linen import layer_class
 
     check_convert_args("compress", kind, group_size)
     found: dict[tuple, tuple[nn.Conv, int]] = {}
@@ -148,13 +147,9 @@ def compress(model: nn.Module, variables: dict, *args, kind: str = "fs",
             skipped.append((name, why))
             continue
         fields = {f: getattr(conv, f) for f in _FIELDS}
-        opts = dict(layer_kw)
-        if kind in ("fs", "dfs"):
-            cls = FSConv if kind == "fs" else DFSConv
-            layer = cls(conv.features, **fields, compression=compression, parent=None, **opts)
-        else:
-            layer = KSConv(conv.features, **fields, groups=cin // group_size,
-                           weighted=kind == "wks", parent=None, **opts)
+        opts = kinds.get(kind).layer_options(cin, dict(compression=compression,
+                                                        group_size=group_size))
+        layer = layer_class(kind)(conv.features, **fields, parent=None, **{**opts, **layer_kw})
         layers[path] = layer
         if from_dense:
             _project(layer, cin, p, new_vars["params"], path)
@@ -170,15 +165,8 @@ def _project(layer, cin: int, old: dict, new_params: dict, path: tuple) -> None:
     for k in path:
         target = target[k]
     entry = {k: v for k, v in target.items() if k not in ("kernel",)}
-    if spec.kind in ("fs", "dfs"):
-        entry["fs"] = ops.fs_project(kernel, spec.length, index=spec.fs_table()).astype(kernel.dtype)
-        if spec.kind == "dfs":
-            entry["locations"] = np.asarray(
-                ops.dfs_init_raw(spec.np_offsets(), spec.length, layer.location_mode))
-    else:
-        entry["kernel"] = ops.ks_project(kernel, spec.groups, spec.feature_group_count).astype(
-            kernel.dtype)
-        if spec.alpha_shape():
-            entry["alpha"] = np.ones(spec.alpha_shape(), kernel.dtype)
+    for name, value in spec.conv_kind.project(spec, kernel).items():
+        entry[name] = value.astype(kernel.dtype)
+    entry.update(layer.init_extra(spec))
     target.clear()
     target.update(entry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from flax import nnx
 
+from fsjax import kinds
 from fsjax.models.airbench import AirbenchNet
 from fsjax.models.darts import DartsEval, DartsSearch
 from fsjax.models.densenet import DenseNetBC
@@ -118,19 +119,14 @@ def _check_applied(model, name: str, factory: ConvFactory) -> None:
 
     asked = {factory.kind} | {o.get("kind", factory.kind) if isinstance(o, dict) else o
                               for o in dict(factory.overrides or ()).values()}
-    if asked == {"dense"}:
+    if not any(kinds.get(k).compressed for k in asked):
         return
     convs = [n for _, n in nnx.iter_graph(model) if isinstance(n, ConvBase)]
-    if not convs or any(c.spec.kind != "dense" for c in convs):
+    if not convs or any(c.spec.conv_kind.compressed for c in convs):
         return
     cins = sorted({c.spec.in_features for c in convs if c.spec.feature_group_count == 1})
     why = f"min_params={factory.min_params}" if factory.min_params else ""
-    if factory.kind in ("ks", "wks"):
-        g = factory.group_size
-        ok = sorted({d for c in cins for d in range(2, c) if c % d == 0})
-        why = (f"no input channel count ({', '.join(map(str, cins))}) is a multiple of "
-               f"group_size={g} greater than it; group sizes that fit some layer: "
-               f"{', '.join(map(str, ok[:12]))}")
+    why = kinds.get(factory.kind).unapplied_hint(cins, factory.group_size) or why
     raise ValueError(f"conv kind {factory.kind!r} was applied to no conv layer of {name}: {why}"
                      f" (every layer would stay dense)")
 

@@ -1,7 +1,8 @@
 """The ``conv`` factory shared by every model, and small building blocks.
 
 Architectures are written once; :class:`ConvFactory` decides, per layer name, which conv kind
-(dense | fs | dfs | ks | wks) and options each conv gets.
+(dense | fs | dfs | ks | wks, or any kind registered with :func:`fsjax.kinds.register`) and
+options each conv gets.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fsjax import ops
-from fsjax.nn import BatchNorm, Conv, DFSConv, FSConv, KSConv
+from fsjax import kinds, ops
+from fsjax.nn import BatchNorm
+from fsjax.nn.conv import layer_class
 from fsjax.ops.cpu import cpu_form
-from fsjax.spec import KINDS
 
 __all__ = ["ConvFactory", "ConvBN", "batch_norm", "max_pool"]
 
@@ -60,8 +61,9 @@ class ConvFactory:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"conv kind {self.kind!r} is not valid; valid: {', '.join(KINDS)}")
+        if self.kind not in kinds.names():
+            raise ValueError(f"conv kind {self.kind!r} is not valid; valid: "
+                             f"{', '.join(kinds.names())}")
         overrides = dict(self.overrides)
         for pat, opts in overrides.items():
             opts = {"kind": opts} if isinstance(opts, str) else dict(opts)
@@ -69,9 +71,9 @@ class ConvFactory:
             if bad:
                 raise ValueError(f"override {pat!r}: unknown option(s) {sorted(bad)}; "
                                  f"valid: {', '.join(_OPTION_KEYS)}")
-            if opts.get("kind", self.kind) not in KINDS:
+            if opts.get("kind", self.kind) not in kinds.names():
                 raise ValueError(f"override {pat!r}: conv kind {opts['kind']!r} is not valid; "
-                                 f"valid: {', '.join(KINDS)}")
+                                 f"valid: {', '.join(kinds.names())}")
         object.__setattr__(self, "overrides", tuple(overrides.items()))
 
     def options(self, name: str) -> dict:
@@ -91,22 +93,14 @@ class ConvFactory:
         if int(np.prod(kernel_size)) * (cin // feature_group_count) * cout < o["min_params"]:
             kind = "dense"
         g = o["group_size"]
-        if kind in ("ks", "wks") and (feature_group_count != 1 or cin % g or cin <= g):
+        if kinds.get(kind).zoo_skip(cin, feature_group_count, g):
             kind = "dense"
         common = dict(strides=strides, padding=padding, feature_group_count=feature_group_count,
                       kernel_dilation=dilation,
                       use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                       init_scale=self.init_scale, name=name, rngs=rngs)
-        if kind == "fs":
-            return FSConv(cin, cout, kernel_size, compression=o["compression"],
-                          layout=o["layout"], **common)
-        if kind == "dfs":
-            return DFSConv(cin, cout, kernel_size, compression=o["compression"],
-                           location_mode=o["location_mode"], **common)
-        if kind in ("ks", "wks"):
-            return KSConv(cin, cout, kernel_size, groups=cin // g, weighted=kind == "wks",
-                          alpha_mode=o["alpha_mode"], **common)
-        return Conv(cin, cout, kernel_size, **common)
+        return layer_class(kind)(cin, cout, kernel_size, **kinds.get(kind).layer_options(cin, o),
+                                 **common)
 
 
 def batch_norm(features: int, factory: ConvFactory, rngs: nnx.Rngs, zero_init=False):

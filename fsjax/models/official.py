@@ -187,7 +187,7 @@ def _load(model, sd: dict, convs, feat: int) -> None:
     for off, _, path, _, bn_name in convs:
         unit = _node(model, path)
         layer = unit.conv
-        if layer.spec.kind == "fs":
+        if layer.spec.conv_kind.param == "fs":
             _put(layer.fs, take(f"{off}.filtermap"), f"{off}.filtermap")
         else:  # PyTorch OIHW -> HWIO
             _put(layer.kernel, np.transpose(take(f"{off}.weight"), (2, 3, 1, 0)), f"{off}.weight")

@@ -37,7 +37,7 @@ from fsjax import ops
 from fsjax.spec import ConvSpec, check_dtypes
 
 __all__ = ["ConvBase", "Conv", "FSConv", "DFSConv", "KSConv", "Location", "ShareWeight",
-           "ConvArgs", "like_conv", "kernel_of", "copy_bias"]
+           "ConvArgs", "like_conv", "kernel_of", "copy_bias", "layer_class"]
 
 
 class Location(nnx.Param):
@@ -54,6 +54,7 @@ FLAX_ARGS = ("strides", "padding", "input_dilation", "kernel_dilation", "feature
              "use_bias", "mask", "dtype", "param_dtype", "precision", "kernel_init", "bias_init",
              "conv_general_dilated", "promote_dtype", "preferred_element_type")
 _DEFAULT_PROMOTE = nnx_dtypes.promote_dtype
+_LAYERS: dict[str, type] = {}  # conv kind -> its NNX layer class (ConvBase.__init_subclass__)
 
 
 class ConvArgs(TypedDict, total=False):
@@ -86,9 +87,19 @@ class ConvBase(nnx.Module):
     """What every fsjax NNX conv kind shares: Flax's arguments (:class:`ConvArgs`), the
     :class:`fsjax.spec.ConvSpec` that computes it through :func:`fsjax.ops.conv`, the report
     hook and the dense kernel (``dense_kernel()``). Tools recognise an fsjax conv by
-    ``isinstance(layer, ConvBase)`` and its kind by ``layer.kind``."""
+    ``isinstance(layer, ConvBase)`` and its kind by ``layer.spec.conv_kind``.
+
+    A subclass that sets ``kind`` (the name of a registered :class:`fsjax.kinds.ConvKind`) is
+    the layer class of that kind (:func:`layer_class`): the model factory and the converters
+    build it with the kind's :meth:`~fsjax.kinds.ConvKind.layer_options`. The stored kernel
+    is the parameter the kind names (``kernel`` or ``fs``)."""
 
     kind = "dense"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if isinstance(cls.__dict__.get("kind"), str):
+            _LAYERS[cls.__dict__["kind"]] = cls
 
     def __init__(
         self,
@@ -153,10 +164,10 @@ class ConvBase(nnx.Module):
                                **bias_metadata) if use_bias else nnx.data(None))
 
     def _init_params(self, stored, metadata):
-        self.kernel = nnx.Param(stored, **metadata)
+        setattr(self, self.spec.conv_kind.param, nnx.Param(stored, **metadata))
 
     def _stored(self):
-        return self.kernel[...]
+        return getattr(self, self.spec.conv_kind.param)[...]
 
     def _extra(self) -> dict:
         """Keyword arguments of :meth:`ConvSpec.apply` beyond the stored kernel."""
@@ -177,7 +188,13 @@ class ConvBase(nnx.Module):
         self._load_dense(kernel.astype(jnp.float32))
 
     def _load_dense(self, kernel):
-        self.kernel[...] = kernel.astype(self.param_dtype)
+        self.set_stored(self.spec.conv_kind.project(self.spec, kernel))
+
+    def set_stored(self, arrays: dict) -> None:
+        """Set stored parameters by name (``{'kernel' | 'fs' | 'alpha': array}``), each cast
+        to the parameter dtype."""
+        for name, value in arrays.items():
+            getattr(self, name)[...] = jnp.asarray(value).astype(self.param_dtype)
 
     def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
         promote = None if self.promote_dtype is _DEFAULT_PROMOTE else self.promote_dtype
@@ -211,6 +228,8 @@ class Conv(ConvBase):
     >>> conv(jnp.ones((2, 16, 16, 3))).shape
     (2, 16, 16, 8)
     """
+
+    kind = "dense"
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
                  strides: None | int | Sequence[int] = 1, **kwargs: Unpack[ConvArgs]) -> None:
@@ -253,22 +272,11 @@ class FSConv(ConvBase):
         super().__init__(in_features, out_features, kernel_size, strides,
                          compression=compression, offsets=offsets, layout=layout, **kwargs)
 
-    def _init_params(self, stored, metadata):
-        self.fs = nnx.Param(stored, **metadata)
-
-    def _stored(self):
-        return self.fs[...]
-
-    def _load_dense(self, kernel):
-        self.fs[...] = ops.fs_project(kernel, self.spec.length, index=self.spec.fs_table()
-                                      ).astype(self.param_dtype)
-
     @classmethod
     def from_dense(cls, conv, compression=4.0, *, rngs=None, **kw) -> FSConv:
         """Least-squares FS layer (:func:`fsjax.ops.fs_project`) from a dense conv's kernel."""
         layer = like_conv(cls, conv, rngs, compression=compression, **kw)
-        layer.fs[...] = ops.fs_project(kernel_of(conv), layer.spec.length,
-                                       index=layer.spec.fs_table()).astype(layer.param_dtype)
+        layer.load_dense(kernel_of(conv))
         copy_bias(conv, layer)
         return layer
 
@@ -311,12 +319,9 @@ class DFSConv(ConvBase):
                          compression=compression, offsets=offsets, **kwargs)
 
     def _init_params(self, stored, metadata):
-        self.fs = nnx.Param(stored, **metadata)
+        super()._init_params(stored, metadata)
         raw = ops.dfs_init_raw(self.spec.np_offsets(), self.spec.length, self.location_mode)
         self.locations = Location(jnp.asarray(raw, jnp.float32))
-
-    def _stored(self):
-        return self.fs[...]
 
     def _load_dense(self, kernel):  # at the current locations, rounded
         index = ops.fs_index(self.spec.kernel_shape, self.spec.length, self.rounded_offsets())
@@ -389,12 +394,6 @@ class KSConv(ConvBase):
     def _extra(self):
         return {"alpha": None if self.alpha is None else self.alpha[...]}
 
-    def _load_dense(self, kernel):  # the group means, with the channel weights at 1
-        self.kernel[...] = ops.ks_project(kernel, self.spec.groups,
-                                          self.spec.feature_group_count).astype(self.param_dtype)
-        if self.alpha is not None:
-            self.alpha[...] = jnp.ones_like(self.alpha[...])
-
 
 def _signature(cls):
     """``inspect.signature(cls)`` (and of ``cls.__init__``) shows every argument: Flax's and
@@ -413,6 +412,16 @@ def _signature(cls):
 
 for _cls in (Conv, FSConv, DFSConv, KSConv):
     _signature(_cls)
+_LAYERS["wks"] = KSConv  # KSConv(weighted=True)
+
+
+def layer_class(kind: str) -> type[ConvBase]:
+    """The NNX layer class of a conv kind (``'fs'`` -> :class:`FSConv`; ``'ks'`` and
+    ``'wks'`` -> :class:`KSConv`); ValueError naming the kinds that have one."""
+    if kind not in _LAYERS:
+        raise ValueError(f"conv kind {kind!r} has no NNX layer class; valid: "
+                         f"{', '.join(_LAYERS)}")
+    return _LAYERS[kind]
 
 
 def kernel_of(conv) -> jax.Array:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 from flax import nnx
 
-from fsjax import ops
-from fsjax.nn.conv import Conv, ConvBase, DFSConv, FSConv, KSConv, copy_bias, kernel_of, like_conv
+from fsjax import kinds
+from fsjax.nn.conv import Conv, ConvBase, DFSConv, copy_bias, kernel_of, layer_class, like_conv
 from fsjax.spec import ConvSpec, check_convert_args, convert_skip_reason
 
 __all__ = ["convert", "dense_convs", "freeze_dfs", "materialize", "Converted"]
@@ -66,9 +66,10 @@ def _why_not(conv, kind: str) -> str | None:
         return (f"{type(conv).__name__} overrides nnx.Conv.__call__; fsjax cannot know what it "
                 f"computes")
     extra = _extra_metadata(conv.kernel)
-    if kind in ("fs", "dfs") and extra:
-        return (f"its kernel carries metadata {sorted(extra)}, which has no meaning for a 1-D "
-                f"filter summary")
+    param = kinds.get(kind).param
+    if param != "kernel" and extra:
+        return (f"its kernel carries metadata {sorted(extra)}, which has no meaning for the "
+                f"{kind} layer's stored {param!r}")
     try:
         ConvSpec.make("dense", conv.in_features, conv.out_features, conv.kernel_size,
                       strides=conv.strides, padding=conv.padding,
@@ -124,6 +125,7 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
     True
     """
     check_convert_args("convert", kind, group_size)
+    k = kinds.get(kind)
     rngs = nnx.Rngs(seed)
     done = Converted()
     for path, conv in dense_convs(model):
@@ -139,21 +141,14 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
             done.skipped.append((name, why))
             continue
         meta = {"bias_metadata": _extra_metadata(getattr(conv, "bias", None))}
-        if kind in ("fs", "dfs"):
-            cls = FSConv if kind == "fs" else DFSConv
-            layer = like_conv(cls, conv, rngs, compression=compression, name=name, **meta,
-                          **layer_kw)
-            if from_dense:
-                fs = ops.fs_project(kernel_of(conv), layer.spec.length, index=layer.spec.fs_table())
-                layer.fs[...] = fs.astype(layer.param_dtype)
-        else:
-            groups = conv.in_features // group_size
-            layer = like_conv(KSConv, conv, rngs, weighted=kind == "wks", groups=groups, name=name,
-                          kernel_metadata=_extra_metadata(conv.kernel), **meta, **layer_kw)
-            if from_dense:
-                shared = ops.ks_project(kernel_of(conv), groups, fgc)
-                layer.kernel[...] = shared.astype(layer.param_dtype)
+        if k.param == "kernel":
+            meta["kernel_metadata"] = _extra_metadata(conv.kernel)
+        opts = k.layer_options(conv.in_features, dict(compression=compression,
+                                                      group_size=group_size))
+        layer = like_conv(layer_class(kind), conv, rngs, name=name, **meta,
+                          **{**opts, **layer_kw})
         if from_dense:
+            layer.load_dense(kernel_of(conv))
             copy_bias(conv, layer)
         set_at(model, path, layer)
         done.append(name)
@@ -161,7 +156,8 @@ def convert(model: nnx.Module, kind: str = "fs", *, compression: float = 4.0, gr
 
 
 def materialize(model: nnx.Module) -> list[str]:
-    """For inference: replace every FS/DFS layer by a dense :class:`Conv` holding its
+    """For inference: replace every layer whose kind is faster as its dense kernel (FS/DFS:
+    :attr:`fsjax.kinds.ConvKind.dense_at_inference`) by a dense :class:`Conv` holding its
     materialised kernel, so filters are built once, not on every call (KS/WKS layers stay:
     their factored form is cheaper than the dense kernel). Returns the replaced paths.
 
@@ -173,7 +169,7 @@ def materialize(model: nnx.Module) -> list[str]:
     """
     done = []
     for path, node in list(nnx.iter_graph(model)):
-        if isinstance(node, (FSConv, DFSConv)) and path:
+        if isinstance(node, ConvBase) and node.spec.conv_kind.dense_at_inference and path:
             dense = like_conv(Conv, node, None)
             dense.kernel[...] = node.dense_kernel()
             copy_bias(node, dense)

@@ -192,7 +192,7 @@ def prune_pair(model, meta: dict, pair: Pair, images, ratio: float, criterion="t
     c = x_in.shape[-1]
     # a kernel-sharing consumer keeps whole groups (channels sharing one kernel), so the
     # pruned layer has valid groups again: select among groups of g channels
-    g = c // consumer.conv.spec.groups if consumer.conv.spec.kind in ("ks", "wks") else 1
+    g = consumer.conv.spec.conv_kind.input_share(consumer.conv.spec)
     keep = max(1, keep_count(c, ratio) // g)
     key = _layer_key(seed, pair.producer)
     w_kernel = consumer.conv.dense_kernel()
@@ -292,24 +292,33 @@ def _rebuild(model, meta, pair, producer, kept, consumer_inputs):
     return new, new_meta, kept
 
 
+def _stored(layer) -> dict:
+    """A layer's stored kernel and WKSC weights by parameter name (None where absent)."""
+    k = layer.spec.conv_kind
+    alpha = getattr(layer, "alpha", None)
+    return {k.param: getattr(layer, k.param)[...],
+            "alpha": None if alpha is None else alpha[...]}
+
+
 def _check_prunable(spec) -> None:
     where = f"ThiNet: layer {spec.name!r}"
-    if spec.kind == "dfs":
-        raise ValueError(f"{where} is DFS: freeze its locations first (fsjax.nn.freeze_dfs, or "
-                         f"config.locations.freeze_epoch), then it prunes as an FS layer")
+    if spec.conv_kind.learns_locations:
+        raise ValueError(f"{where} is {spec.kind.upper()}: freeze its locations first "
+                         f"(fsjax.nn.freeze_dfs, or config.locations.freeze_epoch), then it "
+                         f"prunes as an FS layer")
     if spec.feature_group_count != 1:
         raise ValueError(f"{where} is a grouped conv (feature_group_count="
                          f"{spec.feature_group_count}); ThiNet prunes ungrouped convs")
 
 
 def _prune_outputs(old, new, kept, errors: dict) -> None:
-    """Layer i loses the filters not in ``kept``: a KS/WKSC layer keeps its factored form
-    (shared kernel and per-pair weights sliced), others get the sliced dense kernel."""
-    if old.spec.kind in ("ks", "wks") and new.spec.kind == old.spec.kind:
-        new.kernel[...] = old.kernel[...][..., kept]
-        if old.alpha is not None:
-            a = old.alpha[...]
-            new.alpha[...] = a[:, kept] if a.ndim == 2 else a
+    """Layer i loses the filters not in ``kept``: a layer whose kind slices its stored form
+    (KS/WKSC: shared kernel and per-pair weights) keeps it, others get the sliced dense
+    kernel, projected."""
+    sliced = (old.spec.conv_kind.slice_outputs(old.spec, _stored(old), kept)
+              if new.spec.kind == old.spec.kind else None)
+    if sliced is not None:
+        new.set_stored(sliced)
         return
     _set_kernel(new, old.dense_kernel()[..., kept], errors)
 
@@ -319,11 +328,10 @@ def _prune_inputs(old, new, kept, kept_groups, scale, errors: dict) -> None:
     least-squares ``scale`` (one per kept channel, or per kept group of a KS/WKSC layer, where
     it is folded into that group's shared kernel)."""
     scale = jnp.asarray(scale)
-    if old.spec.kind in ("ks", "wks") and new.spec.kind == old.spec.kind:
-        k = old.kernel[...][:, :, kept_groups, :]
-        new.kernel[...] = k * scale.astype(k.dtype)[None, None, :, None]
-        if old.alpha is not None:
-            new.alpha[...] = old.alpha[...][kept]
+    sliced = (old.spec.conv_kind.slice_inputs(old.spec, _stored(old), kept, kept_groups, scale)
+              if new.spec.kind == old.spec.kind else None)
+    if sliced is not None:
+        new.set_stored(sliced)
         return
     dense = old.dense_kernel()
     per_channel = jnp.repeat(scale, len(kept) // len(kept_groups))
@@ -332,22 +340,13 @@ def _prune_inputs(old, new, kept, kept_groups, scale, errors: dict) -> None:
 
 
 def _set_kernel(layer, dense, errors: dict) -> None:
-    """Give a rebuilt layer the pruned dense kernel: directly, or for an FS layer (same
-    compression, new length) as the least-squares summary, or for a KS/WKSC layer as the
-    least-squares shared kernel (weights 1), recording the relative error
-    ``||materialised - dense|| / ||dense||`` in ``errors``."""
-    if layer.spec.kind in ("ks", "wks"):  # e.g. a dense layer whose new width now groups
-        layer.kernel[...] = ops.ks_project(dense, layer.spec.groups,
-                                           layer.spec.feature_group_count).astype(
-            layer.kernel[...].dtype)
-        if layer.alpha is not None:
-            layer.alpha[...] = jnp.ones_like(layer.alpha[...])
-    elif layer.spec.kind != "fs":
-        layer.kernel[...] = dense.astype(layer.kernel[...].dtype)
+    """Give a rebuilt layer the pruned dense kernel: its kind's least-squares projection
+    (the kernel itself for a dense layer; an FS layer's summary at the same compression and
+    the new length; a KS/WKSC layer's shared kernel, weights 1), recording for a compressed
+    layer the relative error ``||materialised - dense|| / ||dense||`` in ``errors``."""
+    layer.set_stored(layer.spec.conv_kind.project(layer.spec, dense))
+    if not layer.spec.conv_kind.compressed:
         return
-    else:
-        fs = ops.fs_project(dense, layer.spec.length, index=layer.spec.fs_table())
-        layer.fs[...] = fs.astype(layer.fs[...].dtype)
     err = jnp.linalg.norm(layer.dense_kernel() - dense) / jnp.maximum(jnp.linalg.norm(dense),
                                                                        1e-30)
     errors[layer.spec.name] = float(err)

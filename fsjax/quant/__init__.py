@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import export, ops
-from fsjax.nn.conv import ConvBase, DFSConv
+from fsjax.nn.conv import ConvBase
 
 __all__ = ["QuantConfig", "plan", "fake_quant_params", "quantize_model", "save_packed",
            "load_packed", "bits_by_layer", "effective_params"]
@@ -88,12 +88,11 @@ def plan(model: nnx.Module, q: QuantConfig) -> list[Entry]:
         name = ".".join(map(str, path))
         if isinstance(node, ConvBase):
             name = node.spec.name or name
-            key = "fs" if node.spec.kind in ("fs", "dfs") else "kernel"
+            key = node.spec.conv_kind.param
             shape = node.spec.stored_kernel_shape
             groups = None
             if q.per_channel:
-                groups = (ops.fs_chunk_groups(node.spec.length, node.spec.offsets)
-                          if key == "fs" else ops.channel_groups(shape))
+                groups = node.spec.conv_kind.quant_groups(node.spec, shape)
         elif isinstance(node, nnx.Linear) and q.quantize_fc:
             key = "kernel"
             groups = ops.channel_groups(node.kernel.shape) if q.per_channel else None
@@ -153,7 +152,8 @@ def save_packed(path: str, model: nnx.Module, meta: dict, q: QuantConfig) -> str
     """Write ``<path>.fsq.npz``: packed integer codes + ranges/codebooks for planned tensors,
     float32 for the rest, and the metadata (JSON, inside the file). Returns the file path;
     its size on disk is the model size."""
-    if any(isinstance(n, DFSConv) for _, n in nnx.iter_graph(model)):
+    if any(isinstance(n, ConvBase) and n.spec.conv_kind.learns_locations
+           for _, n in nnx.iter_graph(model)):
         raise ValueError("a packed export needs integer segment offsets: freeze DFS layers to "
                          "FS first (DFSConv.to_fs(), or config.locations.freeze_epoch)")
     entries = plan(model, q)
@@ -231,8 +231,8 @@ def _layer_at(model, path):
 
 
 def _groups_for(layer, key, shape):
-    if key == "fs":
-        return ops.fs_chunk_groups(layer.spec.length, layer.spec.offsets)
+    if isinstance(layer, ConvBase) and key == layer.spec.conv_kind.param:
+        return layer.spec.conv_kind.quant_groups(layer.spec, tuple(shape))
     return ops.channel_groups(tuple(shape))
 
 

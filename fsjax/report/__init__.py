@@ -39,23 +39,10 @@ class LayerRow:
 
 
 def _conv_macs(spec: ConvSpec, in_shape, out_shape) -> tuple[int, int]:
-    *ks, cin_g, cout = spec.kernel_shape
     r = spec.rank
     pix_in = int(np.prod(in_shape[-r - 1:-1]))
     pix_out = int(np.prod(out_shape[-r - 1:-1]))
-    taps = int(np.prod(ks))
-    dense = pix_out * taps * cin_g * cout
-    if spec.kind in ("ks", "wks") and spec.alpha_mode == "input":
-        shared_in = spec.groups // spec.feature_group_count
-        macs = pix_in * spec.in_features + pix_out * taps * shared_in * cout
-        return macs, macs
-    if spec.kind not in ("fs", "dfs"):
-        return dense, dense
-    idx = spec.fs_table()
-    distinct = sum(len(np.unique(idx[..., c, :])) for c in range(cin_g))
-    # each input pixel of each channel meets at most `distinct` FS entries over all taps/filters
-    reuse = pix_in * distinct * spec.feature_group_count
-    return dense, min(dense, reuse)
+    return spec.conv_kind.macs(spec, pix_in, pix_out)
 
 
 def _collect(model: nnx.Module, input_shape):
