@@ -42,7 +42,7 @@ class ConvKind:
         ``'fs'``, rebuilt from the recorded offsets); None where the spec fixes the layout.
       folds_batchnorm: a per-output-channel scale (a folded BatchNorm) can be applied to the
         last axis of the stored ``kernel`` (dense, KS, WKS; not FS, whose filters share
-        entries).
+        entries; False unless a kind says so).
       dense_at_inference: inference is faster with the materialised dense kernel
         (:func:`fsjax.nn.materialize`; FS/DFS) than in the stored form.
       official_layout: accepts ``layout='official'`` (the official FSNet code's filter
@@ -56,7 +56,7 @@ class ConvKind:
     compressed = True
     learns_locations = False
     frozen: str | None = None
-    folds_batchnorm = True
+    folds_batchnorm = False
     dense_at_inference = False
     official_layout = False
     step_option: str | None = None
@@ -163,6 +163,7 @@ class Dense(ConvKind):
     """A plain conv: the stored array is the dense kernel."""
 
     compressed = False
+    folds_batchnorm = True
 
 
 class FS(ConvKind):
@@ -171,7 +172,6 @@ class FS(ConvKind):
 
     name = "fs"
     param = "fs"
-    folds_batchnorm = False
     dense_at_inference = True
     official_layout = True
     frozen = "fs"
@@ -271,6 +271,7 @@ class KS(ConvKind):
 
     name = "ks"
     step_option = "group_size"
+    folds_batchnorm = True
     weighted = False
 
     def options(self, where, kshape, in_features, fgc, *, compression, offsets, groups,

@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
-from fsjax import export, kinds, models, quant, report
+from fsjax import deploy, export, kinds, models, quant, report
 from fsjax.models import ConvFactory
 from fsjax.nn import ConvBase, convert, layer_class
 from fsjax.spec import ConvSpec
@@ -134,6 +134,17 @@ def test_sixth_kind_exports_and_quantizes(lowrank, tmp_path):
     assert any(e.path[-1] == "kernel" and e.groups is not None and e.groups.ndim == 1
                for e in entries)
     assert float(jnp.abs(back(x) - net(x)).max()) < 0.1 * float(jnp.abs(net(x)).max())
+
+
+def test_sixth_kind_deploys_to_onnx(lowrank, tmp_path):
+    net = _net(seed=2)
+    net.eval()
+    x = np.random.RandomState(2).randn(3, 16, 16, 3).astype(np.float32)
+    path = str(tmp_path / "m.onnx")
+    info = deploy.export_onnx(net, (16, 16, 3), path)
+    assert info["folded"] == []  # the kind does not say its stored vector folds a BatchNorm
+    np.testing.assert_allclose(deploy.run_onnx(deploy.onnx_session(path), x), net(x),
+                               atol=1e-4, rtol=0)
 
 
 def test_sixth_kind_converts_a_flax_model(lowrank):
