@@ -1,5 +1,6 @@
 """Conv kinds (fsjax.kinds): a sixth kind, defined in this file alone, trains, reports,
-quantizes, exports and converts through fsjax's public API without a change to fsjax.
+quantizes, exports, deploys to ONNX and converts (NNX and Linen models) through fsjax's
+public API without a change to fsjax.
 
 The toy kind is a low-rank conv: the ``(fan_in, cout)`` kernel matrix is ``U @ V`` with rank
 ``r = ceil(min(fan_in, cout) / compression)``; ``U`` and ``V`` are stored as one flat vector.
@@ -12,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax import nnx
 
+import fsjax.linen
 from fsjax import deploy, export, kinds, models, quant, report
 from fsjax.models import ConvFactory
 from fsjax.nn import ConvBase, convert, layer_class
@@ -72,6 +75,14 @@ class LowRankConv(ConvBase):
                  compression=4.0, **kwargs):
         super().__init__(in_features, out_features, kernel_size, strides,
                          compression=compression, **kwargs)
+
+
+class LinenLowRankConv(fsjax.linen.ConvBase):
+    compression: float = 4.0
+    kind = "lowrank"
+
+    def _opts(self):
+        return dict(compression=self.compression)
 
 
 @pytest.fixture
@@ -165,6 +176,21 @@ def test_sixth_kind_converts_a_flax_model(lowrank):
     small = Net(nnx.Rngs(0))
     convert(small, "lowrank", compression=4.0, min_params=0)
     assert small.b.spec.stored_params() < 16 * 9 * 32
+
+
+def test_sixth_kind_compresses_a_linen_model(lowrank):
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Conv(32, (3, 3), name="b")(nn.relu(nn.Conv(16, (3, 3), name="a")(x)))
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    variables = CNN().init(jax.random.key(1), x)
+    small, new_vars = fsjax.linen.compress(CNN(), variables, x, kind="lowrank",
+                                           compression=1.0, min_params=0)
+    assert small.converted == ["a", "b"] and new_vars["params"]["b"]["kernel"].ndim == 1
+    np.testing.assert_allclose(small.apply(new_vars, x), CNN().apply(variables, x), rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_unknown_kind_is_one_line_error():
