@@ -104,7 +104,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     check_batch(c.batch_size, mesh)
     check_batch(c.eval_batch_size, mesh, "eval_batch_size")
     wd = Workdir(workdir)
-    ckpts = None
+    ckpts = partial = None
     try:
         if jax.process_index() == 0:  # the other processes of a multi-process run share it
             wd.lock()
@@ -128,36 +128,39 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
             src, _ = export.load(c.init_weights)
             export.copy_matching(model, src)
         ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
-        start = lambda: jax.process_index() or wd.record_config(config, changed)
-        return _train(c, workdir, ckpts, ds, (train_x, train_y), model, meta, dtype, mesh, steps,
-                      stop_after_epochs, t_start, config_name, start)
+        partial = _open_partial(c, workdir)  # mid-epoch checkpoints, or None
+
+        def record_config():  # once the run is known to start
+            if jax.process_index() == 0:
+                wd.record_config(config, changed)
+
+        return _train(c, workdir, ckpts, partial, ds, (train_x, train_y), model, meta, dtype,
+                      mesh, steps, stop_after_epochs, t_start, config_name, record_config)
     except BaseException:
-        for k in (getattr(ckpts, "partial", None), ckpts):
+        for k in (partial, ckpts):
             if k is not None:
                 try:
                     k.close()
                 except Exception:  # the first error is the one to report
                     pass
-        ckpts = None
+        ckpts = partial = None
         if jax.process_index() == 0:
             wd.remove_if_unused()
         raise
     finally:
-        if ckpts is not None:
-            if getattr(ckpts, "partial", None) is not None:
-                ckpts.partial.close()
-            ckpts.close()
+        for k in (partial, ckpts):
+            if k is not None:
+                k.close()
         wd.unlock()
 
 
-def _train(c, workdir, ckpts, ds, train_xy, model, meta, dtype, mesh, steps, stop_after_epochs,
-           t_start, config_name, on_start):
+def _train(c, workdir, ckpts, partial, ds, train_xy, model, meta, dtype, mesh, steps,
+           stop_after_epochs, t_start, config_name, on_start):
     latest = _resume_step(c, ckpts)
     start_epoch, first_step, acc0 = 0, 0, None
     saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest)) \
         if latest is not None else None
-    partial, mid = _partial(c, workdir, saved)
-    ckpts.partial = partial  # closed with ckpts by run()
+    mid = _partial_step(c, partial, saved)
     src, src_step = ckpts, latest
     if mid is not None:  # resume inside an epoch
         src, src_step = partial, mid
@@ -320,21 +323,24 @@ def _sizes(ds, train_labels=None) -> tuple[int, int]:
     return len(ds.train_labels if train_labels is None else train_labels), len(ds.test_labels)
 
 
-def _partial(c, workdir, saved):
-    """``(mid-epoch checkpoints, step to resume from)``: the checkpoints of
-    ``workdir/checkpoints-partial`` (the last one kept; None unless
-    ``config.checkpoint_every_steps`` is set or some exist), and their newest step when it is
-    later than the epoch checkpoint being resumed (else None)."""
+def _open_partial(c, workdir):
+    """The mid-epoch checkpoints of ``workdir/checkpoints-partial`` (the last one kept), or
+    None unless ``config.checkpoint_every_steps`` is set or some exist."""
     path = os.path.join(workdir, "checkpoints-partial")
     if not c.checkpoint_every_steps and not os.path.isdir(path):
-        return None, None
-    partial = Checkpoints(workdir, 1, False, "checkpoints-partial")
-    last = partial.latest_step()
+        return None
+    return Checkpoints(workdir, 1, False, "checkpoints-partial")
+
+
+def _partial_step(c, partial, saved):
+    """The newest mid-epoch checkpoint's step when it is later than the epoch checkpoint being
+    resumed (``saved``: its metadata, or None), else None."""
+    last = None if partial is None else partial.latest_step()
     if last is not None and not c.resume_step:
         m = _checked(partial, last, lambda: partial.restore_meta(last))
         if m["epoch"] >= (saved["epoch"] if saved else 0):
-            return partial, last
-    return partial, None
+            return last
+    return None
 
 
 def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts, ds):
