@@ -158,7 +158,7 @@ class DFSConv(ConvBase):
 
     def _extra(self, spec, stored, scope):
         raw = scope.param("locations", lambda _k: self.init_locations(spec))
-        return {"locations": ops.dfs_locations(raw, spec.length, self.location_mode)}
+        return self._extra_of(spec, {"locations": raw})
 
     def _extra_of(self, spec, params):
         return {"locations": ops.dfs_locations(params["locations"], spec.length,

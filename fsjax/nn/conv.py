@@ -190,6 +190,14 @@ class ConvBase(nnx.Module):
     def _load_dense(self, kernel):
         self.set_stored(self.spec.conv_kind.project(self.spec, kernel))
 
+    def stored_arrays(self) -> dict:
+        """The stored kernel by its parameter name (``'kernel'`` or ``'fs'``), with the
+        WKSC weights as ``'alpha'`` (None where the layer has none): what
+        :meth:`set_stored` takes back."""
+        alpha = getattr(self, "alpha", None)
+        return {self.spec.conv_kind.param: self._stored(),
+                "alpha": None if alpha is None else alpha[...]}
+
     def set_stored(self, arrays: dict) -> None:
         """Set stored parameters by name (``{'kernel' | 'fs' | 'alpha': array}``), each cast
         to the parameter dtype."""

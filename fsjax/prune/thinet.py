@@ -292,14 +292,6 @@ def _rebuild(model, meta, pair, producer, kept, consumer_inputs):
     return new, new_meta, kept
 
 
-def _stored(layer) -> dict:
-    """A layer's stored kernel and WKSC weights by parameter name (None where absent)."""
-    k = layer.spec.conv_kind
-    alpha = getattr(layer, "alpha", None)
-    return {k.param: getattr(layer, k.param)[...],
-            "alpha": None if alpha is None else alpha[...]}
-
-
 def _check_prunable(spec) -> None:
     where = f"ThiNet: layer {spec.name!r}"
     if spec.conv_kind.learns_locations:
@@ -315,7 +307,7 @@ def _prune_outputs(old, new, kept, errors: dict) -> None:
     """Layer i loses the filters not in ``kept``: a layer whose kind slices its stored form
     (KS/WKSC: shared kernel and per-pair weights) keeps it, others get the sliced dense
     kernel, projected."""
-    sliced = (old.spec.conv_kind.slice_outputs(old.spec, _stored(old), kept)
+    sliced = (old.spec.conv_kind.slice_outputs(old.spec, old.stored_arrays(), kept)
               if new.spec.kind == old.spec.kind else None)
     if sliced is not None:
         new.set_stored(sliced)
@@ -328,7 +320,8 @@ def _prune_inputs(old, new, kept, kept_groups, scale, errors: dict) -> None:
     least-squares ``scale`` (one per kept channel, or per kept group of a KS/WKSC layer, where
     it is folded into that group's shared kernel)."""
     scale = jnp.asarray(scale)
-    sliced = (old.spec.conv_kind.slice_inputs(old.spec, _stored(old), kept, kept_groups, scale)
+    sliced = (old.spec.conv_kind.slice_inputs(old.spec, old.stored_arrays(), kept, kept_groups,
+                                              scale)
               if new.spec.kind == old.spec.kind else None)
     if sliced is not None:
         new.set_stored(sliced)
