@@ -101,11 +101,14 @@ FAST = "configs/cifar10/fast.py"
 
 
 def _search(arg):
-    """A DFSNet-NAS search (configs/nas/darts_search.py:<arg>) and its genotype, P-DARTS cap."""
+    """A DFSNet-NAS search (configs/nas/darts_search.py:<arg>) and its genotype: P-DARTS's cap
+    of 2 skips, and at most 2 parameter-free ops in the normal cell (the searches recorded
+    before this cap, nas-search and nas-search-alr, were derived with the skip cap alone)."""
     return ["sh", "-c", " ".join([
         sys.executable, "-m", "train.main", "--config", f"configs/nas/darts_search.py:{arg}",
         "--workdir", "{workdir}", "&&", sys.executable, "-m", "train.nas", "--workdir",
-        "{workdir}", "--max-skips", "2", "--cells", "3", "--channels", "16"])]
+        "{workdir}", "--max-skips", "2", "--max-free", "2", "--cells", "3", "--channels",
+        "16"])]
 
 
 def _nas_eval(search, variant="fs4"):
@@ -130,8 +133,10 @@ FAST_JOBS = {
     "nas-search-dense": ((), _search("cpu,dense")),
     # the same search with a 10x architecture lr (the default's weights barely moved)
     "nas-search-alr": ((), _search("cpu,arch_lr=6e-3")),
-    "nas-eval": (("nas-search",), _nas_eval("nas-search")),
-    "nas-eval-dense": (("nas-search",), _nas_eval("nas-search", "dense")),
+    # the networks are trained from seed 1's genotype: seed 0's record was derived before
+    # the cap on parameter-free ops, and is the collapsed cell
+    "nas-eval": (("nas-search-s1",), _nas_eval("nas-search-s1")),
+    "nas-eval-dense": (("nas-search-s1",), _nas_eval("nas-search-s1", "dense")),
     "nas-eval-dsearch": (("nas-search-dense",), _nas_eval("nas-search-dense")),
     "fs2-s0": ((), _train(FAST, "fs2")),
     "fs8-s0": ((), _train(FAST, "fs8")),
@@ -290,9 +295,10 @@ def _search_line(root: str, t: Table) -> str:
             + (f", peak host memory {g['search_peak_host_memory_mb']:,.0f} MiB"
                if g.get("search_peak_host_memory_mb") else "")
             + (f"; parametric edges: normal {par['normal']}/8, reduction {par['reduce']}/8"
-               + (f" (before the skip cap: {g['parametric_edges_uncapped']['normal']}/8, "
+               + (f" (before the caps: {g['parametric_edges_uncapped']['normal']}/8, "
                   f"{g['parametric_edges_uncapped']['reduce']}/8)"
-                  if g.get("max_skips") is not None else "") if par else "")
+                  if g.get("max_skips") is not None or g.get("max_free") is not None
+                  else "") if par else "")
             + f"; normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
     return "\n\n".join(out)
 

@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from fsjax.models.darts import EDGES, PRIMITIVES, derive_genotype
 from tests.test_train_run import tiny_config
@@ -34,6 +35,31 @@ def test_derive_on_hand_made_alphas():
                            ["sep_conv_5x5", 1], ["sep_conv_5x5", 3],
                            ["dil_conv_3x3", 2], ["dil_conv_3x3", 4]]
     assert g["concat"] == [2, 3, 4, 5]
+
+
+def test_free_cap_replaces_the_weakest_pooling_by_its_edge_best_conv():
+    """A normal cell collapsed to pooling (the CPU search's failure): ``max_free=2`` keeps the
+    2 strongest parameter-free ops and gives every other chosen edge its strongest conv; the
+    reduction cell keeps its pooling; the edges chosen do not change."""
+    from fsjax.models.darts import parametric_edges
+
+    a = np.zeros((EDGES, len(PRIMITIVES)))
+    P = PRIMITIVES.index
+    a[:, P("max_pool_3x3")] = np.linspace(3, 4, EDGES)      # pooling wins every edge
+    a[:, P("skip_connect")] = 2.5
+    a[::2, P("dil_conv_3x3")] = 1                            # the runner-up conv per edge
+    a[1::2, P("sep_conv_5x5")] = 1
+    plain = derive_genotype(a, a)
+    assert all(op == "max_pool_3x3" for op, _ in plain["normal"])
+    g = derive_genotype(a, a, max_free=2)
+    assert [i for _, i in g["normal"]] == [i for _, i in plain["normal"]]
+    assert parametric_edges(g["normal"]) == 6 and g["reduce"] == plain["reduce"]
+    kept = [op for op, _ in g["normal"] if op == "max_pool_3x3"]
+    assert len(kept) == 2 and g["normal"][-1][0] == "max_pool_3x3"  # the strongest (edge 13)
+    first = derive_genotype(a, a, max_free=0)["normal"][0]        # edge 0: its dil conv
+    assert first == ["dil_conv_3x3", 0]
+    with pytest.raises(ValueError, match="max_free needs a parametric"):
+        derive_genotype(a[:, :4], a[:, :4], PRIMITIVES[:4], max_free=2)
 
 
 def test_full_search_space_builds():
@@ -116,4 +142,7 @@ def test_remedies_against_collapse(tmp_path):
     assert sum(op == "skip_connect" for op, _ in capped["genotype"]["normal"]) <= 2
     assert capped["parametric_edges"]["normal"] >= 6
     assert capped["parametric_edges_uncapped"]["normal"] == parametric_edges(plain)
+    free = derive(base, 3, 8, max_skips=2, max_free=2)   # the CPU search's derivation
+    assert free["parametric_edges"]["normal"] >= 6 and free["max_free"] == 2
+    assert np.asarray(free["arch_weights"]["normal"]).shape == (EDGES, 3)
     assert os.path.exists(os.path.join(base, "arch_evolution.png"))

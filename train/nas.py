@@ -5,7 +5,10 @@ DFS locations of the supernet, search cost and peak host memory), ``DIR/cells.pn
 ``DIR/arch_evolution.png`` (the op weights and the derived genotype per epoch), and prints the
 search cost in device-hours (epochs' wall time x device count) and the derived network's
 stored parameters at the evaluation size. ``--max-skips N`` caps the skip connections of each
-derived cell (P-DARTS).
+derived cell (P-DARTS); ``--max-free N`` caps the parameter-free ops (skips and pooling) of the
+normal cell, the weakest replaced by their edge's strongest conv. The final architecture
+weights are kept in ``genotype.json`` (``arch_weights``), so a later derivation needs no
+checkpoint.
 Then train it: ``python -m train.main --config configs/nas/darts_eval.py:DIR/genotype.json``.
 """
 
@@ -16,9 +19,12 @@ import json
 import os
 import sys
 
+import numpy as np
+
 
 def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
-           conv: dict | None = None, max_skips: int | None = None) -> dict:
+           conv: dict | None = None, max_skips: int | None = None,
+           max_free: int | None = None) -> dict:
     from fsjax import export, models, report
     from fsjax.models.darts import DartsSearch, draw_genotype, parametric_edges, plot_arch_evolution
     from train.eval import restore
@@ -27,8 +33,8 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
     model, meta = restore(workdir, "latest")
     if not isinstance(model, DartsSearch):
         raise ValueError(f"{workdir} is not a DARTS search run (model {meta['model']!r})")
-    genotype = model.genotype(max_skips)
-    uncapped = model.genotype() if max_skips is not None else genotype
+    genotype = model.genotype(max_skips, max_free)
+    uncapped = model.genotype()
     records = MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
     results = os.path.join(workdir, "results.json")
     peak = json.load(open(results)).get("peak_host_memory_mb") if os.path.exists(results) \
@@ -43,11 +49,13 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
                         in_channels=meta["in_channels"])
     net.eval()
     _, totals = report.report(net, tuple(meta["input_shape"]))
-    out = dict(genotype=genotype, max_skips=max_skips,
+    out = dict(genotype=genotype, max_skips=max_skips, max_free=max_free,
                parametric_edges={k: parametric_edges(genotype[k]) for k in ("normal", "reduce")},
                parametric_edges_uncapped={k: parametric_edges(uncapped[k])
                                           for k in ("normal", "reduce")},
                search_peak_host_memory_mb=peak,
+               arch_weights={k: np.round(v, 6).tolist()
+                             for k, v in model.arch_weights().items()},
                search_epochs=len(records), search_device_hours=hours,
                search_device=meta.get("device", ""), eval_cells=eval_cells,
                eval_channels=eval_channels, eval_stored_params=totals["stored_params"],
@@ -62,7 +70,7 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
     if any(r.get("arch") for r in records):
         plot_arch_evolution(records, model.primitives, os.path.join(workdir,
                                                                    "arch_evolution.png"),
-                            max_skips)
+                            max_skips, max_free)
     return out
 
 
@@ -74,9 +82,13 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, default=36)
     ap.add_argument("--max-skips", type=int, default=None,
                     help="at most this many skip connections per derived cell (P-DARTS)")
+    ap.add_argument("--max-free", type=int, default=None,
+                    help="at most this many parameter-free ops (skips, pooling) in the derived "
+                         "normal cell")
     a = ap.parse_args(argv)
     try:
-        out = derive(a.workdir, a.cells, a.channels, max_skips=a.max_skips)
+        out = derive(a.workdir, a.cells, a.channels, max_skips=a.max_skips,
+                     max_free=a.max_free)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ edge normalisation, 16,000 training images (8,000 pairs: weights on one image of
 architecture on the other), 5 epochs of batch 64, weights SGD lr 0.05 cosine, the architecture
 waiting for the first 2 epochs (PC-DARTS's warm-up), DARTS-'s auxiliary skip decaying from 1
 to 0; ``dense``: the same supernet with dense convs (the DFS-vs-dense comparison). Derive with
-``python -m train.nas --workdir DIR --max-skips 2`` (P-DARTS's cap). ``arch_lr=<lr>``: the
+``python -m train.nas --workdir DIR --max-skips 2 --max-free 2`` (P-DARTS's cap of 2 skips,
+extended to every parameter-free op of the normal cell: this search collapses to max-pooling,
+which the skip cap does not touch). ``arch_lr=<lr>``: the
 architecture's Adam lr (default 6e-4). Measured (seed 0, DFS
 supernet, revision 9e31b8d, docs/results.md "DFSNet NAS on the CPU"): 72 minutes on one core
 of the 2-core CPU next to the test suite on the other (5 epochs at 10-11 images/s, 2.4 min

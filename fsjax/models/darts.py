@@ -16,7 +16,9 @@ Options against DARTS's cost and its collapse to parameter-free ops:
   (``config.nas.aux_skip``), so skip connections no longer need to win through alpha.
 
 ``derive_genotype``: top-2 incoming edges per node, strongest non-'none' op, at most
-``max_skips`` skip connections per cell (P-DARTS; None: no cap).
+``max_skips`` skip connections per cell (P-DARTS; None: no cap) and at most ``max_free``
+parameter-free ops (skips and pooling) in the normal cell (P-DARTS's cap extended to pooling,
+which the CPU search collapses to instead of skips).
 ``DartsEval``: the network of a genotype (cutout/aux head/drop path as in DARTS).
 """
 
@@ -279,26 +281,48 @@ class DartsSearch(nnx.Module):
             s0, s1 = s1, cell(s0, s1, w[kind], b[kind], aux_skip)
         return self.fc(s1.mean((1, 2)))
 
-    def genotype(self, max_skips: int | None = None) -> dict:
+    def genotype(self, max_skips: int | None = None, max_free: int | None = None) -> dict:
         a = self.arch_weights()
         return derive_genotype(np.log(a["normal"]), np.log(a["reduce"]), self.primitives,
                                edges_normal=a["edges_normal"], edges_reduce=a["edges_reduce"],
-                               max_skips=max_skips)
+                               max_skips=max_skips, max_free=max_free)
+
+
+def _parametric(op: str) -> bool:
+    return op.startswith(("sep_conv", "dil_conv"))
 
 
 def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES, *, edges_normal=None,
-                    edges_reduce=None, max_skips: int | None = None) -> dict:
+                    edges_reduce=None, max_skips: int | None = None,
+                    max_free: int | None = None) -> dict:
     """DARTS derivation: per node, the 2 incoming edges with the strongest non-'none' op
     (softmax weight, times the edge's weight when ``edges_*`` are given: PC-DARTS's edge
     normalisation), each with that op. ``max_skips`` (P-DARTS): while a cell has more skip
-    connections, the weakest one is replaced by that edge's strongest other op. Returns
+    connections, the weakest one is replaced by that edge's strongest other op. ``max_free``:
+    the same for the normal cell's parameter-free ops (skips and pooling): while it has more,
+    the weakest is replaced by that edge's strongest parametric op (the reduction cell keeps
+    its pooling: downsampling is its job). Returns
     ``{"normal": [[op, input], ...] (8), "reduce": [...], "concat": [2, 3, 4, 5]}``."""
     primitives = tuple(primitives)
     n_ops = len(primitives)
     none = primitives.index("none")
     skip = primitives.index("skip_connect") if "skip_connect" in primitives else None
+    convs = [k for k, p in enumerate(primitives) if _parametric(p)]
+    if max_free is not None and (max_free < 0 or not convs):
+        raise ValueError(f"max_free needs a parametric candidate op and a count >= 0; got "
+                         f"{max_free} with candidates {primitives}")
 
-    def parse(alpha, edges):
+    def replace_weakest(gene, chosen, is_capped, allowed):
+        """The capped op of ``gene`` with the smallest weight -> the strongest ``allowed`` op
+        of its edge."""
+        weakest = min((g for g in range(len(gene)) if is_capped(gene[g][0])),
+                      key=lambda g: chosen[g][0][chosen[g][1]])
+        row = chosen[weakest][0]
+        k = max(allowed, key=lambda k: row[k])
+        gene[weakest][0] = primitives[k]
+        chosen[weakest] = (row, k)
+
+    def parse(alpha, edges, cap_free):
         w = np.asarray(jax.nn.softmax(jnp.asarray(alpha), -1))
         if w.shape != (EDGES, n_ops):
             raise ValueError(f"alphas must be ({EDGES}, {n_ops}); got {w.shape}")
@@ -314,23 +338,24 @@ def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES, *, edges_
                 gene.append([primitives[k], i])
                 chosen.append((ws[i], k))
             start += n
+        is_skip = lambda op: op == "skip_connect"  # noqa: E731
         while max_skips is not None and skip is not None and \
-                sum(op == "skip_connect" for op, _ in gene) > max_skips:
-            weakest = min((g for g in range(len(gene)) if gene[g][0] == "skip_connect"),
-                          key=lambda g: chosen[g][0][skip])
-            row = chosen[weakest][0]
-            k = max((k for k in range(n_ops) if k not in (none, skip)), key=lambda k: row[k])
-            gene[weakest][0] = primitives[k]
+                sum(is_skip(op) for op, _ in gene) > max_skips:
+            replace_weakest(gene, chosen, is_skip, [k for k in range(n_ops)
+                                                    if k not in (none, skip)])
+        is_free = lambda op: not _parametric(op)  # noqa: E731
+        while cap_free and sum(is_free(op) for op, _ in gene) > max_free:
+            replace_weakest(gene, chosen, is_free, convs)
         return gene
 
-    return {"normal": parse(alpha_normal, edges_normal),
-            "reduce": parse(alpha_reduce, edges_reduce),
+    return {"normal": parse(alpha_normal, edges_normal, max_free is not None),
+            "reduce": parse(alpha_reduce, edges_reduce, False),
             "concat": list(range(2, 2 + NODES))}
 
 
 def parametric_edges(gene) -> int:
     """How many of a cell's chosen ops have weights (convs; not pooling, skip or none)."""
-    return sum(op.startswith(("sep_conv", "dil_conv")) for op, _ in gene)
+    return sum(_parametric(op) for op, _ in gene)
 
 
 class EvalCell(nnx.Module):
@@ -474,7 +499,7 @@ def draw_genotype(genotype: dict, path: str) -> str:
 
 
 def plot_arch_evolution(records: list[dict], primitives, path: str,
-                        max_skips: int | None = None) -> str:
+                        max_skips: int | None = None, max_free: int | None = None) -> str:
     """PNG of a search's architecture per epoch (``records``: the trainer's metrics with an
     ``arch`` entry, :meth:`DartsSearch.arch_weights` as lists): for each cell kind, the mean
     softmax weight of every candidate op over the 14 edges, and how many of the 8 edges of the
@@ -508,7 +533,7 @@ def plot_arch_evolution(records: list[dict], primitives, path: str,
             g = derive_genotype(a["normal"], a["reduce"], primitives,
                                 edges_normal=r["arch"].get("edges_normal"),
                                 edges_reduce=r["arch"].get("edges_reduce"),
-                                max_skips=max_skips)
+                                max_skips=max_skips, max_free=max_free)
             counts.append(parametric_edges(g[kind]))
         ax = axes[row, 1]
         ax.plot(ep, counts, marker="o")
