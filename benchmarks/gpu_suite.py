@@ -90,8 +90,7 @@ def _fsjax_epoch(model: str, variant: str, batch: int, n: int, small: bool):
 
     def run_epoch():
         t0 = time.perf_counter()
-        state["ts"], _ = runner.train_epoch(state["ts"], data, n, 0, state["epoch"], 0,
-                                            lambda *a: True)
+        state["ts"], _ = runner.train_epoch(state["ts"], data, n, 0, state["epoch"])
         jax.block_until_ready(state["ts"]["params"])
         state["epoch"] += 1
         return time.perf_counter() - t0

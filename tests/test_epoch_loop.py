@@ -43,9 +43,8 @@ def _epochs(on_device, unroll, steps_per_call, epochs=2, kind="dfs"):
     ts = jax.device_put(ts, r.repl)
     seen = []
     for epoch in range(epochs):
-        ts, done = r.train_epoch(ts, data, N, 0, epoch, steps_per_call,
-                                 lambda n, m: seen.append((n, jax.tree.map(np.asarray, m))) or True)
-        assert done
+        ts, syncs = r.train_epoch(ts, data, N, 0, epoch, steps_per_call)
+        seen += [(n, jax.tree.map(np.asarray, m)) for n, m in syncs]
     ev = r.evaluate(ts["params"], ts["stats"], r.put_eval(x[:100], y[:100]))
     return jax.device_get(ts), seen, ev
 

@@ -228,19 +228,19 @@ def test_trainer_resumes_mid_epoch_exactly(imagenet_like, tmp_path, monkeypatch,
 
     full = str(tmp_path / "full")
     trainer.run(_config(imagenet_like, checkpoint_every_steps=4), full)
-    real = trainer._save_partial
+    real = trainer._save
 
-    def save_then_die(partial, ts, meta, c, model, epoch, done, *a):
-        real(partial, ts, meta, c, model, epoch, done, *a)
-        if (epoch, done) == (1, 8):  # killed right after the checkpoint at step 8 of epoch 2
-            partial.wait()
+    def save_then_die(r, phase, ts, pos, rec=None):
+        real(r, phase, ts, pos, rec)
+        if rec is None and (pos.epoch, pos.step) == (1, 8):  # killed right after the
+            r.ckpts.wait()                                  # checkpoint at step 8 of epoch 2
             raise KeyboardInterrupt
 
     cut = str(tmp_path / "cut")
-    monkeypatch.setattr(trainer, "_save_partial", save_then_die)
+    monkeypatch.setattr(trainer, "_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(_config(imagenet_like, checkpoint_every_steps=4), cut)
-    monkeypatch.setattr(trainer, "_save_partial", real)
+    monkeypatch.setattr(trainer, "_save", real)
     assert os.listdir(os.path.join(cut, "checkpoints-partial")) == [str(12 + 8)]
     capsys.readouterr()
     trainer.run(_config(imagenet_like, checkpoint_every_steps=4, quiet=False), cut)

@@ -257,3 +257,55 @@ def _quiet(on: bool):
 
 def to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+class RunCheckpoints:
+    """A run's checkpoints as one object. Each holds the whole train state, and in its meta the
+    run's position (epoch, step in the epoch, that epoch's metric sums so far, data step):
+
+    - one per finished epoch in ``workdir/checkpoints`` (``epochs``: the last ``keep`` and the
+      best by test accuracy; what ``train.eval`` and the conversions read);
+    - with ``every_steps``, the newest one inside an epoch in ``workdir/checkpoints-partial``
+      (``mid``; also opened when that directory exists, so a resume finds it).
+
+    Its ``dir``, ``all_steps`` and ``aside_dir`` are those of the epoch checkpoints."""
+
+    def __init__(self, workdir: str, keep: int = 2, keep_best: bool = True,
+                 every_steps: int = 0):
+        self.epochs = Checkpoints(workdir, keep, keep_best)
+        path = os.path.join(workdir, "checkpoints-partial")
+        self.mid = Checkpoints(workdir, 1, False, "checkpoints-partial") \
+            if every_steps or os.path.isdir(path) else None
+        self.dir, self.aside_dir = self.epochs.dir, self.epochs.aside_dir
+
+    def all_steps(self):
+        return self.epochs.all_steps()
+
+    def save(self, step: int, state, meta: dict, metrics: dict | None = None,
+             mid: bool = False):
+        """An epoch checkpoint (``metrics``: its test accuracy, for the best one), or with
+        ``mid`` one inside an epoch (``step``: the training step), after the previous one
+        landed."""
+        if mid:
+            self.mid.wait()
+            self.mid.save(step, state, meta)
+        else:
+            self.epochs.save(step, state, meta, metrics)
+
+    def wait(self):
+        """Block until every save in flight is on disk (a failure raises SaveError)."""
+        self.epochs.wait()
+        if self.mid is not None:
+            self.mid.wait()
+
+    def close(self, quiet: bool = False):
+        """Wait and close both; ``quiet``: after another error, which stays the one reported."""
+        errors = []
+        for k in (self.mid, self.epochs):
+            try:
+                if k is not None:
+                    k.close()
+            except Exception as e:  # close the other one too; report the first
+                errors.append(e)
+        if errors and not quiet:
+            raise errors[0]

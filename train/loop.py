@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,17 @@ def chunk_size(steps: int, requested: int, backend: str | None = None) -> int:
     return max(d for d in range(1, target + 1) if steps % d == 0)
 
 
+class Sync(NamedTuple):
+    """What :meth:`Runner.epoch` yields: the train state after ``done`` steps of the epoch, the
+    metrics summed since the previous sync (None right after the first chunk's dispatch) and
+    whether a mid-epoch checkpoint is due."""
+
+    ts: dict
+    done: int
+    metrics: dict | None
+    save: bool
+
+
 class Runner:
     """Compiles and runs training chunks and evaluation for one model/optimizer setup.
 
@@ -63,7 +75,7 @@ class Runner:
     - on the CPU both programs are compiled with ``fsjax.ops.compiler_options`` (XLA's own
       kernels instead of YNNPACK's: ~20% per ResNet step, docs/performance.md).
 
-    Metrics are summed on the device and fetched about 10 times per epoch (``on_chunk``).
+    Metrics are summed on the device and fetched about 10 times per epoch (:meth:`epoch`).
     Evaluation is a Python loop of one jitted call per evaluation batch on every backend;
     evaluation outputs whose key starts with ``_`` (a detector's boxes) are gathered per batch
     instead of summed and handed to ``eval_finish(gathered) -> dict`` (e.g. the mAP), whose
@@ -148,16 +160,16 @@ class Runner:
             self.shard_chunk, local, (*rows.shape, *a.shape[1:]))
 
     # --- running ---------------------------------------------------------------------------
-    def train_epoch(self, ts, data, n_train: int, seed: int, epoch: int, steps_per_call: int,
-                    on_chunk, after_first_call=None, first_step: int = 0, sync_every: int = 0,
-                    on_save=None):
-        """Run one epoch from step ``first_step`` (a multiple of the chunk size);
-        ``on_chunk(steps_done, metrics_host) -> bool`` (False: stop) runs about 10 times per
-        epoch and at every multiple of ``sync_every`` steps (rounded to the chunk size), with
-        the metrics summed since the previous call. ``after_first_call()`` runs once the first
-        chunk is dispatched (the trainer waits for the previous epoch's checkpoint there,
-        while the device computes). ``on_save(steps_done, ts)`` runs after ``on_chunk`` at
-        every multiple of ``sync_every`` steps inside the epoch (a mid-epoch checkpoint)."""
+    def epoch(self, ts, data, n_train: int, seed: int, epoch: int, steps_per_call: int,
+              first_step: int = 0, save_every: int = 0):
+        """Run one epoch from step ``first_step`` (a multiple of the chunk size), yielding
+        :class:`Sync` tuples ``(ts, done, metrics, save)``: once right after the first chunk
+        is dispatched with ``metrics`` None (the device computes while the caller does host
+        work, e.g. waits for the previous checkpoint), then about 10 times per epoch and at
+        every multiple of ``save_every`` steps (rounded to the chunk size) with the metrics
+        summed on the device since the previous sync, fetched to the host; ``save`` is True at
+        a multiple of ``save_every`` inside the epoch (a mid-epoch checkpoint is due). A
+        caller that stops iterating stops the epoch there."""
         steps = n_train // self.batch
         k_perm, k_step = epoch_keys(seed, epoch)
         size = chunk_size(steps, steps_per_call)
@@ -165,7 +177,7 @@ class Runner:
             raise ValueError(f"an epoch can start only at a chunk boundary: step {first_step} "
                              f"is not a multiple of the {size} steps per call")
         every = max(size, max(1, steps // 10) // size * size)  # host syncs per epoch: ~10
-        save_every = max(size, sync_every // size * size) if sync_every else 0
+        save_every = max(size, save_every // size * size) if save_every else 0
         if isinstance(data, Feed):
             chunks = self._feed(data, steps, size, first_step)
         else:
@@ -181,18 +193,24 @@ class Runner:
         for batches, start in chunks:
             ts, m = self._chunk(ts, batches, jnp.arange(start, start + size), k_step)
             acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-            if after_first_call is not None:
-                after_first_call()
-                after_first_call = None
             done = start + size
-            if done % every == 0 or done == steps or (save_every and done % save_every == 0):
-                if not on_chunk(done, jax.device_get(acc)):
-                    return ts, False
+            if start == first_step:
+                yield Sync(ts, done, None, False)
+            save = bool(save_every) and done % save_every == 0
+            if done % every == 0 or done == steps or save:
+                yield Sync(ts, done, jax.device_get(acc), save and done < steps)
                 acc = None
-                if on_save is not None and save_every and done % save_every == 0 and \
-                        done < steps:
-                    on_save(done, ts)
-        return ts, True
+
+    def train_epoch(self, ts, data, n_train: int, seed: int, epoch: int,
+                    steps_per_call: int = 0):
+        """The whole epoch (benchmarks, tests): ``(ts, [(steps done, metrics summed since the
+        previous entry), ...])``."""
+        syncs = []
+        for s in self.epoch(ts, data, n_train, seed, epoch, steps_per_call):
+            ts = s.ts  # the last sync is at the epoch's end
+            if s.metrics is not None:
+                syncs.append((s.done, s.metrics))
+        return ts, syncs
 
     def _stream(self, data, perm, steps, size, first=0):
         """``((xs, ys), start)`` per chunk, assembled on the host in a background thread

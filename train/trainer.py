@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import resource
 import signal
 import statistics
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ import numpy as np
 
 from fsjax import export, kinds, models, quant, report
 from train import arch, configlib, health
-from train.ckpt import Checkpoints, step_dirs, steps_text
+from train.ckpt import RunCheckpoints, step_dirs, steps_text
 from train.loop import Feed, Runner, check_batch, make_mesh
 from train.model_fn import ModelFn, make_train_step, task_eval_step
 from train.optim import make_optimizer, param_labels
@@ -90,6 +92,51 @@ class _Stop:
             signal.signal(s, h)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What stays fixed during a run: its config, data, devices, checkpoints and outputs."""
+
+    c: ml_collections.ConfigDict
+    workdir: str
+    ds: Any
+    dtype: Any
+    mesh: Any
+    n_train: int
+    steps: int  # optimizer steps per epoch
+    ckpts: RunCheckpoints
+    config_name: str = ""
+    param_tf: Any = None  # quantization-aware training's fake quantization, or None
+    train_data: Any = None
+    eval_data: Any = None
+    log: Any = None  # MetricsLog
+    bar: Any = None  # Progress
+
+
+@dataclasses.dataclass
+class Phase:
+    """The objects a training phase runs with: the model, its metadata, the model function,
+    the optimizer, its lr schedule and the compiled runner. The DFS freeze ends one phase and
+    starts the next (:func:`_freeze`), carrying the train state over."""
+
+    model: Any
+    meta: dict
+    fn: ModelFn
+    tx: Any
+    lr_fn: Any
+    runner: Runner
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run stands: the epoch to train next (0-based), the step inside it to start
+    from, and that epoch's metric sums so far (the last two from a mid-epoch checkpoint). A
+    checkpoint's meta holds it with the train state; the data position is the step."""
+
+    epoch: int = 0
+    step: int = 0
+    acc: dict | None = None
+
+
 def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | None = None,
         config_name: str = "") -> dict:
     """Train (or resume) the run described by ``c`` in ``workdir``; returns the results dict.
@@ -104,191 +151,209 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
     check_batch(c.batch_size, mesh)
     check_batch(c.eval_batch_size, mesh, "eval_batch_size")
     wd = Workdir(workdir)
-    ckpts = partial = None
+    ckpts = None
     try:
         if jax.process_index() == 0:  # the other processes of a multi-process run share it
             wd.lock()
         config = json.loads(c.to_json_best_effort())
         changed = wd.check_config(config, json.loads(configlib.base().to_json_best_effort()))
         ds = configlib.load_data(c)
-        train_x, train_y = _train_arrays(c, ds)
-        n_train = _sizes(ds, train_y)[0]
-        steps = n_train // c.batch_size
-        if steps == 0:
+        train_xy = _train_arrays(c, ds)
+        n_train = _sizes(ds, train_xy[1])[0]
+        if n_train < c.batch_size:
             raise ValueError(f"config.batch_size {c.batch_size} exceeds the {n_train} training "
                              f"examples")
         dtype = compute_dtype(c)
         model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
                                   image_size=ds.image_shape[0])
-        if hasattr(model, "init_from_data") and ckpt_absent(workdir):
-            model.init_from_data(_init_images(c, ds))  # e.g. airbench's whitening conv
-        if c.init_from and ckpt_absent(workdir):
-            _init_from_dense(model, c.init_from)
-        if c.init_weights and ckpt_absent(workdir):
-            src, _ = export.load(c.init_weights)
-            export.copy_matching(model, src)
-        ckpts = Checkpoints(workdir, c.keep_checkpoints, c.keep_best)
-        partial = _open_partial(c, workdir)  # mid-epoch checkpoints, or None
-
-        def record_config():  # once the run is known to start
-            if jax.process_index() == 0:
-                wd.record_config(config, changed)
-
-        return _train(c, workdir, ckpts, partial, ds, (train_x, train_y), model, meta, dtype,
-                      mesh, steps, stop_after_epochs, t_start, config_name, record_config)
+        if ckpt_absent(workdir):
+            _initialise(c, ds, model)
+        ckpts = RunCheckpoints(workdir, c.keep_checkpoints, c.keep_best,
+                               c.checkpoint_every_steps)
+        r = _Run(c, workdir, ds, dtype, mesh, n_train, n_train // c.batch_size, ckpts,
+                 config_name)
+        phase, ts, pos = _start(r, model, meta)
+        if jax.process_index() == 0:  # recorded once the run is known to start
+            wd.record_config(config, changed)
+        end = c.num_epochs if stop_after_epochs is None else min(
+            c.num_epochs, pos.epoch + stop_after_epochs)
+        ts = _open_outputs(r, phase, ts, pos, train_xy, end)
+        phase, ts = train_and_evaluate(r, phase, ts, pos, end)
+        return _results(r, phase, ts, t_start)
     except BaseException:
-        for k in (partial, ckpts):
-            if k is not None:
-                try:
-                    k.close()
-                except Exception:  # the first error is the one to report
-                    pass
-        ckpts = partial = None
+        if ckpts is not None:
+            ckpts.close(quiet=True)  # the first error is the one to report
+            ckpts = None
         if jax.process_index() == 0:
             wd.remove_if_unused()
         raise
     finally:
-        for k in (partial, ckpts):
-            if k is not None:
-                k.close()
+        if ckpts is not None:
+            ckpts.close()
         wd.unlock()
 
 
-def _train(c, workdir, ckpts, partial, ds, train_xy, model, meta, dtype, mesh, steps,
-           stop_after_epochs, t_start, config_name, on_start):
-    latest = _resume_step(c, ckpts)
-    start_epoch, first_step, acc0 = 0, 0, None
-    saved = _checked(ckpts, latest, lambda: ckpts.restore_meta(latest)) \
-        if latest is not None else None
-    mid = _partial_step(c, partial, saved)
-    src, src_step = ckpts, latest
-    if mid is not None:  # resume inside an epoch
-        src, src_step = partial, mid
-        saved = _checked(partial, src_step, lambda: partial.restore_meta(src_step))
-    if saved is not None:
-        if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
-            model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], dtype,
-                                      saved["layers"], image_size=ds.image_shape[0])
-        start_epoch = saved["epoch"]
-        first_step, acc0 = saved.get("step_in_epoch", 0), saved.get("acc")
-    if c.num_epochs < start_epoch:
-        raise ValueError(f"config.num_epochs = {c.num_epochs} is below the {start_epoch} epochs "
-                         f"this run has trained (checkpoint step {latest}); use "
-                         f"--config.resume_step to go back to an earlier step, or another "
-                         f"--workdir")
-    fn, tx, lr_fn, ts = setup_state(model, c, steps)
-    if saved is not None:
-        target = host_state(ts)
-        ts = _checked(src, src_step, lambda: _restore_finite(src, src_step, target), target)
-        on_start()  # the config is recorded once the run is known to start
-        moved = ckpts.set_aside_after(latest) if latest is not None else []
-        if moved:
-            print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
-                  f"{ckpts.aside_dir}", flush=True)
-    else:
-        on_start()
-    param_tf = None
-    qcfg = quant.QuantConfig.from_config(c.quant) if c.quant.bits else None
-    if qcfg:
-        entries = quant.plan(model, qcfg)
-        param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
-
-    n_train = _sizes(ds, train_xy[1])[0]
-    runner = _runner(model, fn, tx, c, ds, dtype, mesh, param_tf, steps)
-    ts = jax.device_put(ts, runner.repl)
-    end_epoch = c.num_epochs if stop_after_epochs is None else min(
-        c.num_epochs, start_epoch + stop_after_epochs)
-    if getattr(ds, "streaming", False):  # read from disk: the data state is the step
-        start = int(jax.device_get(ts["step"]))
-        train_data = Feed(ds.train_batches(c.seed, c.batch_size, end_epoch, start))
-        eval_data = lambda: ds.eval_batches(c.eval_batch_size)
-    else:
-        train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
-        eval_data = runner.put_eval(ds.test_images, ds.test_labels)
-    primary = jax.process_index() == 0  # the one process that writes files and prints
-    log = MetricsLog(workdir, start_epoch, c.tensorboard, writer=primary, quiet=c.quiet)
-    bar = Progress(c.num_epochs, steps, c.batch_size, c.progress, quiet=c.quiet or not primary,
-                   every_s=c.log_every_s)
-    if not bar.quiet:  # the header traces the model for its counts: only when shown
-        bar.say(_header(c, config_name, workdir, model, meta, ds, dtype, steps))
-    if src is not ckpts:
-        bar.say(f"resumed from {partial.dir} at step {first_step} of epoch {start_epoch + 1}")
-    elif start_epoch:
-        bar.say(f"resumed from {ckpts.dir} at epoch {start_epoch}")
-
+def train_and_evaluate(r: _Run, phase: Phase, ts, pos: Position, end_epoch: int):
+    """The epochs from ``pos`` to ``end_epoch``: train (a mid-epoch checkpoint every
+    ``config.checkpoint_every_steps``), evaluate, log, save. Returns the last phase and train
+    state. SIGINT/SIGTERM stop it at the next sync, keeping the last checkpoint."""
+    c, ckpts, bar = r.c, r.ckpts, r.bar
     with _Stop() as stop:
-        for epoch in range(start_epoch, end_epoch):
-            if 0 <= c.locations.freeze_epoch <= epoch and _has_dfs(model):
-                model, fn, tx, ts, runner = _freeze(model, fn, ts, c, steps, ds, dtype, mesh,
-                                                    param_tf)
-                meta["layers"] = export.describe(model)
+        for epoch in range(pos.epoch, end_epoch):
+            if 0 <= c.locations.freeze_epoch <= epoch and _has_dfs(phase.model):
+                phase, ts = _freeze(r, phase, ts)  # DFS -> FS layers: the next phase
             bar.start_epoch(epoch)
+            first = pos.step if epoch == pos.epoch else 0
             acc = {"loss": 0.0, "correct": 0, "count": 0}
-            first = first_step if epoch == start_epoch else 0
-            if first and acc0:
-                acc.update(acc0)
-            wait0, t_train = runner.input_wait_s, time.perf_counter()
-
-            def on_chunk(done, m, acc=acc, epoch=epoch):
-                for k in acc:
-                    acc[k] += m[k]
+            if first and pos.acc:
+                acc.update(pos.acc)
+            wait0, t_train = phase.runner.input_wait_s, time.perf_counter()
+            chunks = phase.runner.epoch(ts, r.train_data, r.n_train, c.seed, epoch,
+                                        c.steps_per_call, first, c.checkpoint_every_steps)
+            for ts, done, m, save in chunks:
+                if m is None:  # the first chunk runs: meanwhile the last save must land
+                    ckpts.wait()
+                    continue
+                acc = {k: acc[k] + m[k] for k in acc}
                 loss = acc["loss"] / max(acc["count"], 1)
                 if not math.isfinite(loss):
                     raise FloatingPointError(_diverged(
                         f"the training loss became {loss} in epoch {epoch + 1} (step {done})",
                         ckpts))
                 bar.update(done, loss)
-                return stop.signal is None
-
-            # the previous epoch's save is awaited once this epoch's first chunk is running:
-            # a failed save stops the run before any of this epoch is logged or saved
-            def on_save(done, ts, acc=acc, epoch=epoch, model=model, meta=meta):
-                _save_partial(partial, ts, meta, c, model, epoch, done, acc, ckpts, ds)
-
-            ts, finished = runner.train_epoch(
-                ts, train_data, n_train, c.seed, epoch, c.steps_per_call, on_chunk, ckpts.wait,
-                first, c.checkpoint_every_steps, on_save if partial is not None else None)
+                if stop.signal is not None:
+                    _stopped(stop.signal, epoch, ckpts)
+                if save:
+                    _save(r, phase, ts, Position(epoch, done, acc))
             t_train = time.perf_counter() - t_train
-            if not finished:
-                ckpts.wait()
-                kept = ckpts.all_steps()
-                where = (f"the last checkpoint (step {max(kept)}) is in {ckpts.dir}. Re-run "
-                         f"the same command to resume." if kept else
-                         "no checkpoint had been written yet: re-running the same command "
-                         "starts afresh.")
-                print(f"\nstopped by signal {stop.signal} during epoch {epoch + 1}; {where}",
-                      flush=True)
-                raise SystemExit(128 + int(stop.signal))
-            ev = runner.evaluate(ts["params"], ts["stats"], eval_data)
-            rec = dict(epoch=epoch + 1, step=int(ts["step"]),
-                       lr=float(lr_fn(int(ts["step"]) - 1)),
-                       train_loss=acc["loss"] / acc["count"],
-                       train_accuracy=acc["correct"] / acc["count"],
-                       test_loss=ev["loss"], test_accuracy=ev["accuracy"])
-            rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
-            if c.nas.search:  # the architecture weights of this epoch (train.nas plots them)
-                rec["arch"] = _arch_weights(fn, ts)
-            if runner.has_tta and epoch + 1 == c.num_epochs:  # the final one
-                rec["test_accuracy_tta"] = runner.evaluate(ts["params"], ts["stats"], eval_data,
-                                                           tta=True)["accuracy"]
-            el = bar.end_epoch(
-                f"loss {rec['train_loss']:.4f} test mAP@0.5 {100 * ev['accuracy']:.2f}%"
-                if ds.task == "detect" else f"loss {rec['train_loss']:.4f} train "
-                f"{100 * rec['train_accuracy']:.2f}% test {100 * ev['accuracy']:.2f}%")
-            rec["epoch_s"] = el
-            rec["images_per_s"] = (steps - first) * c.batch_size / el
-            if not runner.on_device:  # of the training time: the loop's wait for input
-                rec["input_wait_fraction"] = (runner.input_wait_s - wait0) / max(t_train, 1e-9)
-            if isinstance(train_data, Feed) and train_data.skipped:
-                rec["skipped_files"] = train_data.skipped
-            _check_finite(ts, ev, epoch, ckpts)
-            log.write(rec)
-            _save(ckpts, ts, meta, c, model, fn, epoch + 1, rec, ds)
+            rec = _epoch_record(r, phase, ts, epoch, acc, first,
+                                (phase.runner.input_wait_s - wait0) / max(t_train, 1e-9))
+            _check_finite(ts, rec["test_loss"], epoch, ckpts)
+            r.log.write(rec)
+            _save(r, phase, ts, Position(epoch + 1), rec)
     ckpts.wait()
-    if partial is not None:
-        partial.wait()
-    records = log.records
-    return _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name)
+    return phase, ts
+
+
+def _initialise(c, ds, model) -> None:
+    """A new run's model before training: data-dependent initialisers (e.g. airbench's
+    whitening conv), then ``config.init_from`` (a dense run, projected) and
+    ``config.init_weights`` (an export)."""
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(_init_images(c, ds))
+    if c.init_from:
+        _init_from_dense(model, c.init_from)
+    if c.init_weights:
+        src, _ = export.load(c.init_weights)
+        export.copy_matching(model, src)
+
+
+def _start(r: _Run, model, meta) -> tuple[Phase, dict, Position]:
+    """The first phase, its train state and position: fresh, or restored from the newest
+    checkpoint (an epoch's, or a later mid-epoch one; ``config.resume_step`` picks an
+    epoch's, and the later epoch checkpoints are set aside)."""
+    c, ckpts, ds = r.c, r.ckpts, r.ds
+    latest = _resume_step(c, ckpts)
+    saved = _checked(ckpts.epochs, latest, lambda: ckpts.epochs.restore_meta(latest)) \
+        if latest is not None else None
+    src, step = ckpts.epochs, latest
+    mid = _mid_step(c, ckpts.mid, saved)
+    if mid is not None:  # resume inside an epoch
+        src, step = ckpts.mid, mid
+        saved = _checked(src, step, lambda: src.restore_meta(step))
+    pos = Position()
+    if saved is not None:
+        if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
+            model, meta = build_model(c, ds.num_classes, ds.image_shape[-1], r.dtype,
+                                      saved["layers"], image_size=ds.image_shape[0])
+        pos = Position(saved["epoch"], saved.get("step_in_epoch", 0), saved.get("acc"))
+    if c.num_epochs < pos.epoch:
+        raise ValueError(f"config.num_epochs = {c.num_epochs} is below the {pos.epoch} epochs "
+                         f"this run has trained (checkpoint step {latest}); use "
+                         f"--config.resume_step to go back to an earlier step, or another "
+                         f"--workdir")
+    if c.quant.bits:
+        qcfg = quant.QuantConfig.from_config(c.quant)
+        entries = quant.plan(model, qcfg)
+        r.param_tf = lambda p: quant.fake_quant_params(p, entries, qcfg.method)
+    phase, ts = _phase(r, model, meta)
+    if saved is not None:
+        target = host_state(ts)
+        ts = _checked(src, step, lambda: _restore_finite(src, step, target), target)
+        moved = ckpts.epochs.set_aside_after(latest) if latest is not None else []
+        if moved:
+            print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
+                  f"{ckpts.aside_dir}", flush=True)
+    return phase, ts, pos
+
+
+def _open_outputs(r: _Run, phase: Phase, ts, pos: Position, train_xy, end_epoch: int):
+    """The data on its way to the device, the metrics log and the progress bar (with the
+    header); returns the train state on the device."""
+    c, ds, runner = r.c, r.ds, phase.runner
+    ts = jax.device_put(ts, runner.repl)
+    if getattr(ds, "streaming", False):  # read from disk: the data state is the step
+        start = int(jax.device_get(ts["step"]))
+        r.train_data = Feed(ds.train_batches(c.seed, c.batch_size, end_epoch, start))
+        r.eval_data = lambda: ds.eval_batches(c.eval_batch_size)
+    else:
+        r.train_data = runner.put_replicated(*train_xy) if runner.on_device else train_xy
+        r.eval_data = runner.put_eval(ds.test_images, ds.test_labels)
+    primary = jax.process_index() == 0  # the one process that writes files and prints
+    r.log = MetricsLog(r.workdir, pos.epoch, c.tensorboard, writer=primary, quiet=c.quiet)
+    r.bar = Progress(c.num_epochs, r.steps, c.batch_size, c.progress,
+                     quiet=c.quiet or not primary, every_s=c.log_every_s)
+    if not r.bar.quiet:  # the header traces the model for its counts: only when shown
+        r.bar.say(_header(r, phase))
+    if pos.step:
+        r.bar.say(f"resumed from {r.ckpts.mid.dir} at step {pos.step} of epoch "
+                  f"{pos.epoch + 1}")
+    elif pos.epoch:
+        r.bar.say(f"resumed from {r.ckpts.dir} at epoch {pos.epoch}")
+    return ts
+
+
+def _epoch_record(r: _Run, phase: Phase, ts, epoch: int, acc: dict, first: int,
+                  input_wait: float) -> dict:
+    """Evaluate after ``epoch`` (0-based; the final one with TTA too) and close the progress
+    bar's epoch: the metrics log's record. ``input_wait``: the fraction of the training time
+    the loop waited for streamed input."""
+    c, runner = r.c, phase.runner
+    ev = runner.evaluate(ts["params"], ts["stats"], r.eval_data)
+    step = int(ts["step"])
+    rec = dict(epoch=epoch + 1, step=step, lr=float(phase.lr_fn(step - 1)),
+               train_loss=acc["loss"] / acc["count"],
+               train_accuracy=acc["correct"] / acc["count"],
+               test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+    rec.update({f"test_{k}": v for k, v in ev.items() if k not in ("loss", "accuracy")})
+    if c.nas.search:  # the architecture weights of this epoch (train.nas plots them)
+        rec["arch"] = _arch_weights(phase.fn, ts)
+    if runner.has_tta and epoch + 1 == c.num_epochs:  # the final one
+        rec["test_accuracy_tta"] = runner.evaluate(ts["params"], ts["stats"], r.eval_data,
+                                                   tta=True)["accuracy"]
+    el = r.bar.end_epoch(
+        f"loss {rec['train_loss']:.4f} test mAP@0.5 {100 * ev['accuracy']:.2f}%"
+        if r.ds.task == "detect" else f"loss {rec['train_loss']:.4f} train "
+        f"{100 * rec['train_accuracy']:.2f}% test {100 * ev['accuracy']:.2f}%")
+    rec["epoch_s"] = el
+    rec["images_per_s"] = (r.steps - first) * c.batch_size / el
+    if not runner.on_device:
+        rec["input_wait_fraction"] = input_wait
+    if isinstance(r.train_data, Feed) and r.train_data.skipped:
+        rec["skipped_files"] = r.train_data.skipped
+    return rec
+
+
+def _stopped(signum: int, epoch: int, ckpts) -> None:
+    """After SIGINT/SIGTERM: wait for the save in flight, say where the last checkpoint is,
+    exit with 128 + the signal."""
+    ckpts.wait()
+    kept = ckpts.all_steps()
+    where = (f"the last checkpoint (step {max(kept)}) is in {ckpts.dir}. Re-run the same "
+             f"command to resume." if kept else
+             "no checkpoint had been written yet: re-running the same command starts afresh.")
+    print(f"\nstopped by signal {signum} during epoch {epoch + 1}; {where}", flush=True)
+    raise SystemExit(128 + int(signum))
 
 
 def _arch_weights(fn, ts) -> dict:
@@ -323,39 +388,36 @@ def _sizes(ds, train_labels=None) -> tuple[int, int]:
     return len(ds.train_labels if train_labels is None else train_labels), len(ds.test_labels)
 
 
-def _open_partial(c, workdir):
-    """The mid-epoch checkpoints of ``workdir/checkpoints-partial`` (the last one kept), or
-    None unless ``config.checkpoint_every_steps`` is set or some exist."""
-    path = os.path.join(workdir, "checkpoints-partial")
-    if not c.checkpoint_every_steps and not os.path.isdir(path):
-        return None
-    return Checkpoints(workdir, 1, False, "checkpoints-partial")
-
-
-def _partial_step(c, partial, saved):
+def _mid_step(c, mid, saved):
     """The newest mid-epoch checkpoint's step when it is later than the epoch checkpoint being
     resumed (``saved``: its metadata, or None), else None."""
-    last = None if partial is None else partial.latest_step()
+    last = None if mid is None else mid.latest_step()
     if last is not None and not c.resume_step:
-        m = _checked(partial, last, lambda: partial.restore_meta(last))
+        m = _checked(mid, last, lambda: mid.restore_meta(last))
         if m["epoch"] >= (saved["epoch"] if saved else 0):
             return last
     return None
 
 
-def _save_partial(partial, ts, meta, c, model, epoch: int, done: int, acc: dict, ckpts, ds):
-    """A checkpoint inside epoch ``epoch`` (0-based) after ``done`` of its steps, with the
-    epoch's metric sums so far; the data position is the step (fsjax.data.stream)."""
+def _save(r: _Run, phase: Phase, ts, pos: Position, rec: dict | None = None) -> None:
+    """A checkpoint of the whole train state at ``pos``: after an epoch (``rec``: its
+    metrics), or inside one (``rec`` None: the epoch's metric sums so far and the data step
+    go with it; the state is checked finite first)."""
     host = host_state(jax.device_get(ts))
+    if rec is not None:
+        m = _checkpoint_meta(r, phase, host["params"], epoch=pos.epoch, metrics=dict(
+            accuracy=rec["test_accuracy"], loss=rec["test_loss"]))
+        r.ckpts.save(pos.epoch, host, m, dict(accuracy=rec["test_accuracy"]))
+        return
     bad = health.nonfinite_arrays(host)
     if bad:
         raise FloatingPointError(_diverged(
-            f"non-finite values at step {done} of epoch {epoch + 1} in {health.describe(bad)}",
-            ckpts))
-    partial.wait()
-    m = _checkpoint_meta(meta, c, model, host["params"], ds, epoch=epoch, step_in_epoch=done,
-                         acc={k: float(v) for k, v in acc.items()}, data_step=int(host["step"]))
-    partial.save(int(host["step"]), host, m)
+            f"non-finite values at step {pos.step} of epoch {pos.epoch + 1} in "
+            f"{health.describe(bad)}", r.ckpts))
+    m = _checkpoint_meta(r, phase, host["params"], epoch=pos.epoch, step_in_epoch=pos.step,
+                         acc={k: float(v) for k, v in pos.acc.items()},
+                         data_step=int(host["step"]))
+    r.ckpts.save(int(host["step"]), host, m, mid=True)
 
 
 def _resume_step(c, ckpts):
@@ -412,12 +474,12 @@ def _diverged(what: str, ckpts) -> str:
     return f"training diverged: {what}; nothing was saved for this epoch; {where}."
 
 
-def _check_finite(ts, ev: dict, epoch: int, ckpts) -> None:
+def _check_finite(ts, test_loss: float, epoch: int, ckpts) -> None:
     """Before a save: parameters, DFS locations, batch statistics, optimizer state (one fused
-    on-device reduction) and the evaluation metrics must be finite."""
+    on-device reduction) and the evaluation loss must be finite."""
     bad: dict = health.nonfinite_arrays(ts)
-    if not math.isfinite(ev["loss"]):
-        bad["evaluation loss"] = f"{ev['loss']}"
+    if not math.isfinite(test_loss):
+        bad["evaluation loss"] = f"{test_loss}"
     if bad:
         raise FloatingPointError(_diverged(
             f"non-finite values after epoch {epoch + 1} in {health.describe(bad)}", ckpts))
@@ -486,14 +548,22 @@ def _on_device(c, ds) -> bool:
     return ds.nbytes() < (0.25 * limit if limit else 8 << 30)
 
 
-def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
-    """Round DFS locations to integers: DFS layers become FS layers; the weights' optimizer
-    state carries over by parameter path."""
+def _phase(r: _Run, model, meta) -> tuple[Phase, dict]:
+    """A phase for ``model`` and its fresh train state."""
+    fn, tx, lr_fn, ts = setup_state(model, r.c, r.steps)
+    return Phase(model, meta, fn, tx, lr_fn, _runner(r, model, fn, tx)), ts
+
+
+def _freeze(r: _Run, phase: Phase, ts) -> tuple[Phase, dict]:
+    """The DFS freeze, a phase change: the locations are rounded to integers (the DFS layers
+    become FS layers) and a phase for the frozen model begins; the train state carries over
+    (the weights, the optimizer state and lookahead copy by parameter path, the step)."""
     from fsjax.nn import freeze_dfs
 
-    export.load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
-    freeze_dfs(model)
-    fn2, tx, _, ts2 = setup_state(model, c, steps)
+    export.load_state(phase.model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
+    freeze_dfs(phase.model)
+    new, fresh = _phase(r, phase.model, dict(phase.meta, layers=export.describe(phase.model)))
+
     def carry(new, prev):  # the previous state's arrays, by path, where the shapes agree
         old = {jax.tree_util.keystr(p): v for p, v in
                jax.tree_util.tree_flatten_with_path(jax.device_get(prev))[0]}
@@ -501,19 +571,19 @@ def _freeze(model, fn, ts, c, steps, ds, dtype, mesh, param_tf):
             lambda p, v: old.get(jax.tree_util.keystr(p), v)
             if np.shape(old.get(jax.tree_util.keystr(p), v)) == np.shape(v) else v, new)
 
-    ts2 = dict(ts2, opt=carry(ts2["opt"], ts["opt"]), step=ts["step"])
-    if "slow" in ts2:
-        ts2["slow"] = carry(ts2["slow"], ts["slow"])
-    runner = _runner(model, fn2, tx, c, ds, dtype, mesh, param_tf, steps)
-    return model, fn2, tx, jax.device_put(ts2, runner.repl), runner
+    out = dict(fresh, opt=carry(fresh["opt"], ts["opt"]), step=ts["step"])
+    if "slow" in out:
+        out["slow"] = carry(fresh["slow"], ts["slow"])
+    return new, jax.device_put(out, new.runner.repl)
 
 
-def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf, steps) -> Runner:
+def _runner(r: _Run, model, fn, tx) -> Runner:
     """The epoch runner with the task's steps: classification, or detection (multibox loss,
     mAP@0.5 as the test metric)."""
-    eval_fn, finish = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, param_tf)
+    c, ds, dtype = r.c, r.ds, r.dtype
+    eval_fn, finish = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, r.param_tf)
     tta = c.get("tta", 0)
-    tta_fn = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, param_tf, tta)[0] \
+    tta_fn = task_eval_step(model, fn, c, ds, ds.mean, ds.std, dtype, r.param_tf, tta)[0] \
         if tta and ds.task != "detect" else None
     if ds.task == "detect":
         from train import detect_fn
@@ -522,24 +592,25 @@ def _runner(model, fn, tx, c, ds, dtype, mesh, param_tf, steps) -> Runner:
             raise ValueError("detection training runs in one process (its mAP gathers the "
                              "detections on the host); use one process with several devices")
         step = detect_fn.make_train_step(fn, tx, c, ds.mean, ds.std, dtype, model.priors(),
-                                         param_tf)
+                                         r.param_tf)
     else:
         if getattr(ds, "streaming", False):  # the stream crops and flips on the host
             c = c.copy_and_resolve_references()
             c.augment.crop_padding, c.augment.flip, c.augment.cutout = 0, False, 0
-        step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, param_tf, param_labels(model),
-                               steps)
-    return Runner(step, eval_fn, mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
+        step = make_train_step(fn, tx, c, ds.mean, ds.std, dtype, r.param_tf,
+                               param_labels(model), r.steps)
+    return Runner(step, eval_fn, r.mesh, c.batch_size, c.eval_batch_size, _on_device(c, ds),
                   eval_finish=finish, tta_eval_fn=tta_fn)
 
 
-def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
+def _checkpoint_meta(r: _Run, phase: Phase, params, **extra) -> dict:
     """A checkpoint's JSON item: the model's layers with ``params`` loaded (DFS locations
     included), the config, the input, and ``extra``."""
     from fsjax.export import load_state
 
-    load_state(model, params, None)
-    m = dict(meta, **extra, layers=export.describe(model),
+    c, ds = r.c, r.ds
+    load_state(phase.model, params, None)
+    m = dict(phase.meta, **extra, layers=export.describe(phase.model),
              config=json.loads(c.to_json_best_effort()), in_channels=ds.image_shape[-1],
              input_shape=list(ds.image_shape), mean=list(ds.mean), std=list(ds.std),
              device=f"{jax.device_count()}x {jax.devices()[0].device_kind}")
@@ -548,27 +619,21 @@ def _checkpoint_meta(meta, c, model, params, ds, **extra) -> dict:
     return m
 
 
-def _save(ckpts, ts, meta, c, model, fn, epoch, rec, ds):
-    host = host_state(jax.device_get(ts))
-    m = _checkpoint_meta(meta, c, model, host["params"], ds, epoch=epoch, metrics=dict(
-        accuracy=rec["test_accuracy"], loss=rec["test_loss"]))
-    ckpts.save(epoch, host, m, dict(accuracy=rec["test_accuracy"]))
-
-
 def _conv_label(c) -> str:
     return kinds.get(c.conv.kind).label(c.conv.compression)
 
 
-def _header(c, config_name, workdir, model, meta, ds, dtype, steps) -> str:
+def _header(r: _Run, phase: Phase) -> str:
     """What is about to run, before any training."""
-    _, totals = report.report(model, ds.image_shape)
+    c, ds, meta, steps = r.c, r.ds, phase.meta, r.steps
+    _, totals = report.report(phase.model, ds.image_shape)
     n_train, n_test = _sizes(ds)
     data = (f"{ds.name}: {n_train:,} train / {n_test:,} test "
             f"images {'x'.join(map(str, ds.image_shape))}"
             + (f", streamed from disk ({ds.workers} worker processes)"
                if getattr(ds, "streaming", False) else "")
             + (f" - SUBSET: {ds.subset}" if ds.subset else ""))
-    rows = [("config", config_name or "(config object)"),
+    rows = [("config", r.config_name or "(config object)"),
             ("model", f"{meta['arch']} ({_conv_label(c)})"),
             ("parameters", f"{totals['stored_params']:,} stored, {totals['dense_params']:,} "
                            f"dense-equivalent ({totals['compression']:.2f}x)"),
@@ -576,14 +641,17 @@ def _header(c, config_name, workdir, model, meta, ds, dtype, steps) -> str:
             ("training", f"{c.num_epochs} epochs x {steps} steps, batch {c.batch_size}, "
                          f"{c.optimizer.name} lr {c.optimizer.lr:g} ({c.schedule.name})"),
             ("devices", f"{jax.device_count()}x {jax.devices()[0].device_kind} "
-                        f"({jax.process_count()} process), compute {dtype.name}"),
-            ("workdir", os.path.abspath(workdir))]
+                        f"({jax.process_count()} process), compute {r.dtype.name}"),
+            ("workdir", os.path.abspath(r.workdir))]
     return "\n".join(f"{k:>10}: {v}" for k, v in rows)
 
 
-def _results(c, workdir, model, fn, ts, ds, records, bar, t_start, meta, config_name) -> dict:
+def _results(r: _Run, phase: Phase, ts, t_start: float) -> dict:
+    """The run's results: written to ``results.json`` with the curves' plot, and printed."""
     from fsjax.export import load_state
 
+    c, workdir, ds, model, bar, records = r.c, r.workdir, r.ds, phase.model, r.bar, r.log.records
+    meta, config_name = phase.meta, r.config_name
     load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     _, totals = report.report(model, ds.image_shape)
     best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
