@@ -102,7 +102,6 @@ class _Run:
     dtype: Any
     mesh: Any
     n_train: int
-    steps: int  # optimizer steps per epoch
     ckpts: RunCheckpoints
     config_name: str = ""
     param_tf: Any = None  # quantization-aware training's fake quantization, or None
@@ -110,6 +109,11 @@ class _Run:
     eval_data: Any = None
     log: Any = None  # MetricsLog
     bar: Any = None  # Progress
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch."""
+        return self.n_train // self.c.batch_size
 
 
 @dataclasses.dataclass
@@ -170,8 +174,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, stop_after_epochs: int | Non
             _initialise(c, ds, model)
         ckpts = RunCheckpoints(workdir, c.keep_checkpoints, c.keep_best,
                                c.checkpoint_every_steps)
-        r = _Run(c, workdir, ds, dtype, mesh, n_train, n_train // c.batch_size, ckpts,
-                 config_name)
+        r = _Run(c, workdir, ds, dtype, mesh, n_train, ckpts, config_name)
         phase, ts, pos = _start(r, model, meta)
         if jax.process_index() == 0:  # recorded once the run is known to start
             wd.record_config(config, changed)
@@ -654,45 +657,45 @@ def _results(r: _Run, phase: Phase, ts, t_start: float) -> dict:
     meta, config_name = phase.meta, r.config_name
     load_state(model, jax.device_get(ts["params"]), jax.device_get(ts["stats"]))
     _, totals = report.report(model, ds.image_shape)
-    best = max(records, key=lambda r: r["test_accuracy"]) if records else {}
+    best = max(records, key=lambda rec: rec["test_accuracy"]) if records else {}
     n_train, n_test = _sizes(ds)
     timed = bar.epochs_timed[1:] or bar.epochs_timed  # the first epoch includes compilation
     if timed:
         ips = (n_train // c.batch_size) * c.batch_size / statistics.median(timed)
     else:  # nothing trained in this process (a finished run re-run): the recorded epochs
-        logged = [r["images_per_s"] for r in records[1:] or records if "images_per_s" in r]
+        logged = [rec["images_per_s"] for rec in records[1:] or records if "images_per_s" in rec]
         ips = statistics.median(logged) if logged else float("nan")
-    r = dict(model=meta["arch"], config=config_name or "(config object)",
-             config_model=c.model, conv=_conv_label(c), dataset=c.dataset,
-             train_examples=n_train, test_examples=n_test,
-             subset=ds.subset,
-             accuracy=records[-1]["test_accuracy"] if records else float("nan"),
-             best_accuracy=best.get("test_accuracy", float("nan")),
-             best_epoch=best.get("epoch", 0), epochs=len(records),
-             first_epoch_s=bar.epochs_timed[0] if bar.epochs_timed else float("nan"),
-             images_per_s=ips, wall_s=time.perf_counter() - t_start,
-             peak_host_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
-             compute_dtype=str(compute_dtype(c)), **totals)
+    out = dict(model=meta["arch"], config=config_name or "(config object)",
+               config_model=c.model, conv=_conv_label(c), dataset=c.dataset,
+               train_examples=n_train, test_examples=n_test,
+               subset=ds.subset,
+               accuracy=records[-1]["test_accuracy"] if records else float("nan"),
+               best_accuracy=best.get("test_accuracy", float("nan")),
+               best_epoch=best.get("epoch", 0), epochs=len(records),
+               first_epoch_s=bar.epochs_timed[0] if bar.epochs_timed else float("nan"),
+               images_per_s=ips, wall_s=time.perf_counter() - t_start,
+               peak_host_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               device=f"{jax.device_count()}x {jax.devices()[0].device_kind}",
+               compute_dtype=str(compute_dtype(c)), **totals)
     if records and "test_accuracy_tta" in records[-1]:
-        r["tta_accuracy"], r["tta"] = records[-1]["test_accuracy_tta"], c.tta
+        out["tta_accuracy"], out["tta"] = records[-1]["test_accuracy_tta"], c.tta
     if ds.task == "detect":
-        r["metric"] = f"mAP@0.5 ({c.detection.map_method})"
-        r.update({k[5:]: v for k, v in (records[-1] if records else {}).items()
-                  if k.startswith(("test_map50", "test_coco"))})
+        out["metric"] = f"mAP@0.5 ({c.detection.map_method})"
+        out.update({k[5:]: v for k, v in (records[-1] if records else {}).items()
+                    if k.startswith(("test_map50", "test_coco"))})
     if jax.process_index():
-        return r
-    write_results(workdir, r)
+        return out
+    write_results(workdir, out)
     if ds.task == "detect":
         from train.detect_fn import draw_detections
 
         draw_detections(model, ds, c, os.path.join(workdir, "detections.png"))
     run_name = os.path.basename(os.path.abspath(workdir))
-    plot_curves(workdir, records, f"{run_name}: {r['model']} ({r['conv']}), {r['dataset']}",
+    plot_curves(workdir, records, f"{run_name}: {out['model']} ({out['conv']}), {out['dataset']}",
                 detection=ds.task == "detect")
     if not c.quiet:
-        print(results_table(r), flush=True)
-    return r
+        print(results_table(out), flush=True)
+    return out
 
 
 __all__ = ["run", "build_model", "compute_dtype"]
