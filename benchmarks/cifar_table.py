@@ -129,6 +129,9 @@ FAST_JOBS = {
     # DFSNet NAS on the CPU: two seeds of the DFS-supernet search, a dense-supernet search at
     # the same budget, and the derived network trained with this table's recipe
     "nas-search": ((), _search("cpu")),
+    # seed 0 again at the current budget (nas-search above read 16,000 images, derived without
+    # the parameter-free cap and kept no architecture weights)
+    "nas-search-s0": ((), _search("cpu,0")),
     "nas-search-s1": ((), _search("cpu,1")),
     "nas-search-dense": ((), _search("cpu,dense")),
     # the same search with a 10x architecture lr (the default's weights barely moved)
@@ -158,7 +161,8 @@ TABLES = {
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "nas-eval",
          "nas-eval-dense", "nas-eval-dsearch"),
-        ("torch-dense", "nas-search", "nas-search-s1", "nas-search-dense", "nas-search-alr"),
+        ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
+         "nas-search-alr"),
         os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
         "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
 }
@@ -273,10 +277,17 @@ def _row(root: str, name: str) -> dict:
     return row
 
 
+# pairs of searches run at the same budget whose genotypes the report compares: two seeds of
+# the DFS supernet, and the DFS supernet against the dense one
+SAME_BUDGET_SEARCHES = (("nas-search-s0", "nas-search-s1"), ("nas-search-s1", "nas-search-dense"))
+
+
 def _search_line(root: str, t: Table) -> str:
     """Each DARTS search's cost and genotype (``train.nas``'s genotype.json), a paragraph
-    each."""
-    out = []
+    each, and how much the genotypes of :data:`SAME_BUDGET_SEARCHES` share."""
+    from fsjax.models.darts import shared_edges
+
+    out, found = [], {}
     for name in (n for n in t.jobs if n.startswith("nas-search")):
         path = os.path.join(root, name, "genotype.json")
         if os.path.exists(path):
@@ -285,6 +296,7 @@ def _search_line(root: str, t: Table) -> str:
             g = recorded(name, t)["genotype"]
         else:
             continue
+        found[name] = g["genotype"]
         cell = lambda kind, g=g: ", ".join(f"{op}<-{i}" for op, i in g["genotype"][kind])
         par = g.get("parametric_edges")
         supernet = "dense" if "dense" in name else "DFS rho=4"
@@ -300,6 +312,12 @@ def _search_line(root: str, t: Table) -> str:
                   if g.get("max_skips") is not None or g.get("max_free") is not None
                   else "") if par else "")
             + f"; normal cell: {cell('normal')}; reduction cell: {cell('reduce')}")
+    for a, b in SAME_BUDGET_SEARCHES:
+        if a in found and b in found:
+            n = {k: shared_edges(found[a][k], found[b][k]) for k in ("normal", "reduce")}
+            out.append(f"Overlap of `{a}` and `{b}` (the same op from the same input into the "
+                       f"same node): normal cell {n['normal']}/8 edges, reduction cell "
+                       f"{n['reduce']}/8")
     return "\n\n".join(out)
 
 

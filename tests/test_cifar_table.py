@@ -114,3 +114,18 @@ def test_fast_table_reports_tta_beside_plain_accuracy(records, tmp_path, capsys)
     # dense-s0 is recorded but runs again: thinet50 and small need its checkpoint
     assert t.pending(str(root), tb) == [n for n in t.FAST_JOBS
                                         if n not in ("fs4-ptq8", "torch-dense", "dense-s1")]
+
+
+def test_fast_report_gives_the_overlap_of_two_seeds_searches(records, tmp_path, capsys):
+    tb = _table(records, "fast")
+    _put(records, "dense-s0", _row("dense-s0", 0.90, tta_accuracy=0.91))
+    normal = [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]] * 4
+    for name, reduce_op in (("nas-search-s0", "max_pool_3x3"), ("nas-search-s1", "skip_connect")):
+        g = dict(genotype={"normal": normal, "reduce": [[reduce_op, 0], [reduce_op, 1]] * 4},
+                 search_epochs=5, search_device_hours=0.9, search_device="")
+        _put(records, name, dict(name=name, command=f"search {name}", genotype=g))
+    assert t.report(str(tmp_path / "runs"), str(tmp_path / "docs"), tb) == 0
+    out = capsys.readouterr().out
+    assert ("Overlap of `nas-search-s0` and `nas-search-s1` (the same op from the same input "
+            "into the same node): normal cell 8/8 edges, reduction cell 0/8") in out
+    assert "Overlap of `nas-search-s1` and `nas-search-dense`" not in out  # no dense search

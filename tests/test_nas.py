@@ -146,3 +146,19 @@ def test_remedies_against_collapse(tmp_path):
     assert free["parametric_edges"]["normal"] >= 6 and free["max_free"] == 2
     assert np.asarray(free["arch_weights"]["normal"]).shape == (EDGES, 3)
     assert os.path.exists(os.path.join(base, "arch_evolution.png"))
+
+
+def test_shared_edges_counts_same_op_input_and_node_in_either_order():
+    from fsjax.models.darts import shared_edges
+
+    a = [["sep_conv_3x3", 0], ["max_pool_3x3", 1], ["dil_conv_3x3", 0], ["skip_connect", 2],
+         ["sep_conv_3x3", 1], ["sep_conv_3x3", 3], ["dil_conv_3x3", 2], ["dil_conv_3x3", 4]]
+    b = [["max_pool_3x3", 1], ["sep_conv_3x3", 0],   # node 0: the same two, swapped: 2
+         ["dil_conv_3x3", 1], ["skip_connect", 2],   # node 1: one input differs: 1
+         ["dil_conv_3x3", 1], ["sep_conv_3x3", 3],   # node 2: one op differs: 1
+         ["dil_conv_3x3", 2], ["dil_conv_3x3", 3]]   # node 3: one input differs: 1
+    assert shared_edges(a, a) == 8 and shared_edges(a, b) == shared_edges(b, a) == 5
+    # the same (op, input) into a different node does not count
+    assert shared_edges(a[:2] + a[2:4], a[2:4] + a[:2]) == 0
+    with pytest.raises(ValueError, match="equal length"):
+        shared_edges(a, a[:6])

@@ -34,7 +34,7 @@ from fsjax.nn import BatchNorm, Dropout
 
 __all__ = ["PRIMITIVES", "ArchParam", "DartsSearch", "DartsEval", "derive_genotype",
            "draw_genotype", "NODES", "EDGES", "channel_shuffle", "edge_softmax",
-           "parametric_edges"]
+           "parametric_edges", "shared_edges"]
 
 PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -356,6 +356,22 @@ def derive_genotype(alpha_normal, alpha_reduce, primitives=PRIMITIVES, *, edges_
 def parametric_edges(gene) -> int:
     """How many of a cell's chosen ops have weights (convs; not pooling, skip or none)."""
     return sum(_parametric(op) for op, _ in gene)
+
+
+def shared_edges(gene_a, gene_b) -> int:
+    """How many of two cells' chosen edges agree: the same op from the same input into the
+    same node (each node has 2 edges, in either order). Two searches' overlap."""
+    if len(gene_a) != len(gene_b) or len(gene_a) % 2:
+        raise ValueError(f"shared_edges: cells of 2 edges per node and equal length; got "
+                         f"{len(gene_a)} and {len(gene_b)} edges")
+    n = 0
+    for j in range(0, len(gene_a), 2):
+        rest = [tuple(e) for e in gene_b[j:j + 2]]
+        for e in (tuple(e) for e in gene_a[j:j + 2]):
+            if e in rest:
+                rest.remove(e)
+                n += 1
+    return n
 
 
 class EvalCell(nnx.Module):
