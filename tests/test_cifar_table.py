@@ -129,3 +129,11 @@ def test_fast_report_gives_the_overlap_of_two_seeds_searches(records, tmp_path, 
     assert ("Overlap of `nas-search-s0` and `nas-search-s1` (the same op from the same input "
             "into the same node): normal cell 8/8 edges, reduction cell 0/8") in out
     assert "Overlap of `nas-search-s1` and `nas-search-dense`" not in out  # no dense search
+
+
+def test_the_plot_shows_a_two_seed_row_at_its_mean(records):
+    rows = [_row("dense-s0", 0.90, tta_accuracy=0.91), _row("dense-s1", 0.92, tta_accuracy=0.95),
+            _row("fs4-s1", 0.80), _row("thinet50", 0.85)]
+    pts = {p["label"]: p["accuracy"] for p in t._plot_points(rows)}
+    assert pts == {"dense (2-seed mean)": pytest.approx(0.93), "fs4-s1": 0.80, "thinet50": 0.85}
+    assert "| fs4-s1 | 80.00 |" in t.format_table(rows, _table(records))  # no seed 0: shown
