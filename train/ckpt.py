@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from train import health
+
 
 def _policy(keep: int, keep_best: bool):
     try:
@@ -110,6 +112,38 @@ class Checkpoints:
                 f"checkpoint step {step} in {self.dir} failed to restore ({_first_line(e)})"
             ) from None
         return out["state"], out["meta"]
+
+    def restore_finite(self, step: int, target):
+        """:meth:`restore`'s state, which must hold only finite values."""
+        state, _ = self.restore(step, target)
+        bad = health.nonfinite_arrays(state)
+        if bad:
+            raise RuntimeError(f"checkpoint step {step} in {self.dir} holds non-finite values "
+                               f"in {health.describe(bad)} (written by an older fsjax or by "
+                               f"hand)")
+        return state
+
+    def checked(self, step: int, load, target=None):
+        """``load()``, or one message naming the unusable step, the steps that do restore
+        (and are finite, when ``target`` is given) and the command that resumes from one."""
+        try:
+            return load()
+        except RuntimeError as e:
+            reason = str(e)
+        good = []
+        for s in sorted((s for s in self.all_steps() if s != step), reverse=True):
+            try:
+                self.restore_meta(s)
+                if target is not None:
+                    self.restore_finite(s, target)
+                good.append(s)
+            except Exception:  # probing: any failure means "does not restore"
+                continue
+        hint = (f"steps that restore: {', '.join(map(str, good))}; resume from one with "
+                f"--config.resume_step={good[0]} (the later steps are moved aside, not "
+                f"deleted)" if good else
+                "no other step restores; move the directory away to start afresh")
+        raise RuntimeError(f"{reason}. It was left untouched; {hint}.")
 
     def restore_arrays(self, step: int) -> dict:
         """The saved state as host arrays in its saved structure (no target needed)."""
@@ -280,6 +314,44 @@ class RunCheckpoints:
 
     def all_steps(self):
         return self.epochs.all_steps()
+
+    def resume_point(self, resume_step: int = 0):
+        """Where a run resumes: ``(source, step, meta, epoch_step)``: the newest epoch
+        checkpoint (``resume_step``, when nonzero, picks one), or a later mid-epoch one
+        (``source`` is then :attr:`mid`); ``epoch_step`` is the epoch checkpoint's step (the
+        later ones are set aside on resuming). All None for a fresh run. A checkpoint that
+        does not restore raises one message naming the steps that do."""
+        latest = self._resume_step(resume_step)
+        saved = self.epochs.checked(latest, lambda: self.epochs.restore_meta(latest)) \
+            if latest is not None else None
+        src, step = self.epochs, latest
+        last = None if self.mid is None or resume_step else self.mid.latest_step()
+        if last is not None:
+            m = self.mid.checked(last, lambda: self.mid.restore_meta(last))
+            if m["epoch"] >= (saved["epoch"] if saved else 0):  # resume inside an epoch
+                src, step, saved = self.mid, last, m
+        return (src if step is not None else None), step, saved, latest
+
+    def _resume_step(self, resume_step: int):
+        steps = self.all_steps()
+        if not resume_step:
+            return max(steps) if steps else None
+        if resume_step not in steps:
+            raise ValueError(f"config.resume_step = {resume_step} is not a checkpoint in "
+                             f"{self.dir}; valid: " + (", ".join(map(str, sorted(steps)))
+                                                       if steps else "none (no checkpoint yet)"))
+        return resume_step
+
+    def diverged(self, what: str) -> str:
+        """One message: what became non-finite, and the last good checkpoint or that none
+        exists yet."""
+        kept = self.all_steps()
+        where = (f"the last good checkpoint, step {max(kept)} in {self.dir}, is kept: re-run "
+                 f"with a lower config.optimizer.lr or a config.optimizer.grad_clip to resume "
+                 f"from it" if kept else
+                 "no checkpoint exists yet (nothing was saved): lower config.optimizer.lr or "
+                 "set config.optimizer.grad_clip and start again")
+        return f"training diverged: {what}; nothing was saved for this epoch; {where}."
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None,
              mid: bool = False):

@@ -220,9 +220,8 @@ def train_and_evaluate(r: _Run, phase: Phase, ts, pos: Position, end_epoch: int)
                 acc = {k: acc[k] + m[k] for k in acc}
                 loss = acc["loss"] / max(acc["count"], 1)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(_diverged(
-                        f"the training loss became {loss} in epoch {epoch + 1} (step {done})",
-                        ckpts))
+                    raise FloatingPointError(ckpts.diverged(
+                        f"the training loss became {loss} in epoch {epoch + 1} (step {done})"))
                 bar.update(done, loss)
                 if stop.signal is not None:
                     _stopped(stop.signal, epoch, ckpts)
@@ -256,14 +255,7 @@ def _start(r: _Run, model, meta) -> tuple[Phase, dict, Position]:
     checkpoint (an epoch's, or a later mid-epoch one; ``config.resume_step`` picks an
     epoch's, and the later epoch checkpoints are set aside)."""
     c, ckpts, ds = r.c, r.ckpts, r.ds
-    latest = _resume_step(c, ckpts)
-    saved = _checked(ckpts.epochs, latest, lambda: ckpts.epochs.restore_meta(latest)) \
-        if latest is not None else None
-    src, step = ckpts.epochs, latest
-    mid = _mid_step(c, ckpts.mid, saved)
-    if mid is not None:  # resume inside an epoch
-        src, step = ckpts.mid, mid
-        saved = _checked(src, step, lambda: src.restore_meta(step))
+    src, step, saved, latest = ckpts.resume_point(c.resume_step)
     pos = Position()
     if saved is not None:
         if saved.get("layers"):  # e.g. DFS layers frozen into FS layers
@@ -282,7 +274,7 @@ def _start(r: _Run, model, meta) -> tuple[Phase, dict, Position]:
     phase, ts = _phase(r, model, meta)
     if saved is not None:
         target = host_state(ts)
-        ts = _checked(src, step, lambda: _restore_finite(src, step, target), target)
+        ts = src.checked(step, lambda: src.restore_finite(step, target), target)
         moved = ckpts.epochs.set_aside_after(latest) if latest is not None else []
         if moved:
             print(f"resuming from step {latest}: the later {steps_text(moved)} were moved to "
@@ -391,17 +383,6 @@ def _sizes(ds, train_labels=None) -> tuple[int, int]:
     return len(ds.train_labels if train_labels is None else train_labels), len(ds.test_labels)
 
 
-def _mid_step(c, mid, saved):
-    """The newest mid-epoch checkpoint's step when it is later than the epoch checkpoint being
-    resumed (``saved``: its metadata, or None), else None."""
-    last = None if mid is None else mid.latest_step()
-    if last is not None and not c.resume_step:
-        m = _checked(mid, last, lambda: mid.restore_meta(last))
-        if m["epoch"] >= (saved["epoch"] if saved else 0):
-            return last
-    return None
-
-
 def _save(r: _Run, phase: Phase, ts, pos: Position, rec: dict | None = None) -> None:
     """A checkpoint of the whole train state at ``pos``: after an epoch (``rec``: its
     metrics), or inside one (``rec`` None: the epoch's metric sums so far and the data step
@@ -414,67 +395,13 @@ def _save(r: _Run, phase: Phase, ts, pos: Position, rec: dict | None = None) -> 
         return
     bad = health.nonfinite_arrays(host)
     if bad:
-        raise FloatingPointError(_diverged(
+        raise FloatingPointError(r.ckpts.diverged(
             f"non-finite values at step {pos.step} of epoch {pos.epoch + 1} in "
-            f"{health.describe(bad)}", r.ckpts))
+            f"{health.describe(bad)}"))
     m = _checkpoint_meta(r, phase, host["params"], epoch=pos.epoch, step_in_epoch=pos.step,
                          acc={k: float(v) for k, v in pos.acc.items()},
                          data_step=int(host["step"]))
     r.ckpts.save(int(host["step"]), host, m, mid=True)
-
-
-def _resume_step(c, ckpts):
-    steps = ckpts.all_steps()
-    if not c.resume_step:
-        return max(steps) if steps else None
-    if c.resume_step not in steps:
-        raise ValueError(f"config.resume_step = {c.resume_step} is not a checkpoint in "
-                         f"{ckpts.dir}; valid: " + (", ".join(map(str, sorted(steps)))
-                                                    if steps else "none (no checkpoint yet)"))
-    return c.resume_step
-
-
-def _restore_finite(ckpts, step: int, target):
-    state, _ = ckpts.restore(step, target)
-    bad = health.nonfinite_arrays(state)
-    if bad:
-        raise RuntimeError(f"checkpoint step {step} in {ckpts.dir} holds non-finite values in "
-                           f"{health.describe(bad)} (written by an older fsjax or by hand)")
-    return state
-
-
-def _checked(ckpts, step: int, load, target=None):
-    """``load()``, or one message naming the unusable step, the steps that do restore (and
-    are finite, when ``target`` is given) and the command that resumes from one."""
-    try:
-        return load()
-    except RuntimeError as e:
-        reason = str(e)
-    good = []
-    for s in sorted((s for s in ckpts.all_steps() if s != step), reverse=True):
-        try:
-            ckpts.restore_meta(s)
-            if target is not None:
-                _restore_finite(ckpts, s, target)
-            good.append(s)
-        except Exception:  # probing: any failure means "does not restore"
-            continue
-    hint = (f"steps that restore: {', '.join(map(str, good))}; resume from one with "
-            f"--config.resume_step={good[0]} (the later steps are moved aside, not deleted)"
-            if good else "no other step restores; move the directory away to start afresh")
-    raise RuntimeError(f"{reason}. It was left untouched; {hint}.")
-
-
-def _diverged(what: str, ckpts) -> str:
-    """One message: what became non-finite, and the last good checkpoint or that none
-    exists yet."""
-    kept = ckpts.all_steps()
-    where = (f"the last good checkpoint, step {max(kept)} in {ckpts.dir}, is kept: re-run "
-             f"with a lower config.optimizer.lr or a config.optimizer.grad_clip to resume from "
-             f"it" if kept else
-             "no checkpoint exists yet (nothing was saved): lower config.optimizer.lr or set "
-             "config.optimizer.grad_clip and start again")
-    return f"training diverged: {what}; nothing was saved for this epoch; {where}."
 
 
 def _check_finite(ts, test_loss: float, epoch: int, ckpts) -> None:
@@ -484,8 +411,8 @@ def _check_finite(ts, test_loss: float, epoch: int, ckpts) -> None:
     if not math.isfinite(test_loss):
         bad["evaluation loss"] = f"{test_loss}"
     if bad:
-        raise FloatingPointError(_diverged(
-            f"non-finite values after epoch {epoch + 1} in {health.describe(bad)}", ckpts))
+        raise FloatingPointError(ckpts.diverged(
+            f"non-finite values after epoch {epoch + 1} in {health.describe(bad)}"))
 
 
 def _train_arrays(c, ds):
