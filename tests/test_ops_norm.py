@@ -65,3 +65,55 @@ def test_cpu_forms_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown CPU form.*valid"):
         with ops.cpu_forms("bn_dot"):
             pass
+
+
+@pytest.mark.parametrize("forms", [(), ("bn_sums",)], ids=["default", "bn_sums"])
+def test_batch_norm_train_matches_numpy_and_finite_differences(forms):
+    """Both formulations (the CPU one has its own gradient) against NumPy in float64."""
+    x, scale, bias, w = _inputs()
+
+    def loss(x, scale, bias):
+        with ops.cpu_forms(*forms):
+            y, _, _ = ops.batch_norm_train(x, scale, bias, EPS)
+        return (jnp.tanh(y) * w).sum()
+
+    with ops.cpu_forms(*forms):
+        y, mean, var = jax.jit(lambda *a: ops.batch_norm_train(*a, epsilon=EPS))(x, scale, bias)
+    ref, rmean, rvar = _np_bn(x, scale, bias)
+    np.testing.assert_allclose(y, ref, atol=2e-5)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-6)
+    np.testing.assert_allclose(var, rvar, rtol=1e-5)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, scale, bias)
+    rng = np.random.default_rng(2)
+    h = 1e-4
+    for i, (arg, g) in enumerate(zip((x, scale, bias), grads, strict=True)):
+        for _ in range(6):
+            idx = tuple(rng.integers(0, n) for n in arg.shape)
+            args = [a.astype(np.float64) for a in (x, scale, bias)]
+            args[i][idx] += h
+            up = _loss_np(*args, w)
+            args[i][idx] -= 2 * h
+            down = _loss_np(*args, w)
+            np.testing.assert_allclose(g[idx], (up - down) / (2 * h), rtol=2e-3, atol=2e-4)
+
+
+def test_bn_sums_gradient_equals_autodiff_through_statistics_and_without_affine():
+    """The custom gradient also carries the statistics' own cotangents (a loss that reads
+    the batch mean and variance) and handles no scale / no bias; bfloat16 stays bfloat16."""
+    x, scale, bias, w = _inputs((3, 4, 2, 5))
+
+    def loss(forms, x, *affine):
+        with ops.cpu_forms(*forms):
+            y, mean, var = ops.batch_norm_train(x, *affine, epsilon=EPS)
+        return (jnp.sin(y) * w).sum() + (mean * 0.7).sum() + jnp.cos(var).sum()
+
+    for affine in [(scale, bias), (None, bias), (None, None)]:
+        want = jax.jit(jax.grad(lambda *a: loss((), *a), argnums=(0, 1, 2)))(x, *affine)
+        got = jax.jit(jax.grad(lambda *a: loss(("bn_sums",), *a), argnums=(0, 1, 2)))(
+            x, *affine)
+        assert len(jax.tree.leaves(got)) == 1 + sum(a is not None for a in affine)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with ops.cpu_forms("bn_sums"):
+        yb, mb, _ = jax.jit(ops.batch_norm_train)(jnp.asarray(x, jnp.bfloat16))
+    assert yb.dtype == jnp.bfloat16 and mb.dtype == jnp.float32

@@ -46,7 +46,7 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
                         conv=models.ConvFactory(**{**conv, "overrides": dict(conv.get(
                             "overrides", {}))}),
                         genotype=genotype, cells=eval_cells, channels=eval_channels,
-                        in_channels=meta["in_channels"])
+                        auxiliary=False, in_channels=meta["in_channels"])
     net.eval()
     _, totals = report.report(net, tuple(meta["input_shape"]))
     out = dict(genotype=genotype, max_skips=max_skips, max_free=max_free,
@@ -59,9 +59,8 @@ def derive(workdir: str, eval_cells: int = 20, eval_channels: int = 36,
                search_epochs=len(records), search_device_hours=hours,
                search_device=meta.get("device", ""), eval_cells=eval_cells,
                eval_channels=eval_channels, eval_stored_params=totals["stored_params"],
-               dfs_locations=[d for d in export.describe(model) if "locations" in d][:0] or
-               {d["name"]: [round(v) for v in d["locations"]] for d in export.describe(model)
-                if "locations" in d})
+               dfs_locations={d["name"]: [round(v) for v in d["locations"]]
+                              for d in export.describe(model) if "locations" in d})
     path = os.path.join(workdir, "genotype.json")
     with open(path + ".tmp", "w") as f:
         json.dump(out, f, indent=1)
@@ -108,7 +107,8 @@ def summary(out: dict, workdir: str) -> str:
         f"search: {out['search_epochs']} epochs, {out['search_device_hours']:.3f} device-hours "
         f"on {out['search_device'] or 'unknown device'}",
         f"evaluation network ({out['eval_cells']} cells, {out['eval_channels']} channels): "
-        f"{out['eval_stored_params']:,} stored parameters",
+        f"{out['eval_stored_params']:,} stored parameters (without the training-only "
+        f"auxiliary head)",
         f"written: {os.path.join(workdir, 'genotype.json')}, {os.path.join(workdir, 'cells.png')}",
         f"next: python -m train.main --config "
         f"configs/nas/darts_eval.py:{os.path.join(workdir, 'genotype.json')}"])

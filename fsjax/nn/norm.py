@@ -30,14 +30,14 @@ class BatchNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros(num_features, param_dtype)) if use_bias else None
 
     def __call__(self, x):
+        scale = None if self.scale is None else self.scale.get_value()
+        bias = None if self.bias is None else self.bias.get_value()
         if self.use_running_average:
-            mean, var = self.mean.get_value(), self.var.get_value()
+            y = ops.batch_norm(x, self.mean.get_value(), self.var.get_value(), scale, bias,
+                               self.epsilon)
         else:
-            mean, var = ops.batch_stats(x)
+            y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
             m = self.momentum
             self.mean.set_value(m * self.mean.get_value() + (1 - m) * mean)
             self.var.set_value(m * self.var.get_value() + (1 - m) * var)
-        scale = None if self.scale is None else self.scale.get_value()
-        bias = None if self.bias is None else self.bias.get_value()
-        y = ops.batch_norm(x, mean, var, scale, bias, self.epsilon)
         return y.astype(self.dtype) if self.dtype is not None else y

@@ -43,7 +43,7 @@ from fsjax.ops.fs import (
 from fsjax.ops.init import fan_in_normal, identity_kernel, whitening_kernel
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
-from fsjax.ops.norm import batch_norm, batch_stats, fold_batch_norm
+from fsjax.ops.norm import batch_norm, batch_norm_train, batch_stats, fold_batch_norm
 from fsjax.ops.pool import max_pool_blocks
 from fsjax.ops.quant import (
     channel_groups,
@@ -68,6 +68,7 @@ from fsjax.ops.thinet import (
 
 __all__ = [
     "batch_norm",
+    "batch_norm_train",
     "batch_stats",
     "contributions",
     "greedy_removal",

@@ -22,9 +22,11 @@ __all__ = ["CPU_FORMS", "CPU_COMPILER_OPTIONS", "compiler_options", "cpu_form", 
            "inference_trace", "materialize_on_cpu", "conv3d_as_2d_on"]
 
 # the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once),
-# "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices) and "pool_blocks"
-# (non-overlapping max pooling as a reshape and a max); none inside inference_trace
-CPU_FORMS = ("materialize", "depthwise_slices", "pool_blocks")
+# "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices), "pool_blocks"
+# (non-overlapping max pooling as a reshape and a max) and "bn_sums" (training BatchNorm's
+# per-channel sums as matrix-vector products, in a custom gradient); none inside
+# inference_trace
+CPU_FORMS = ("materialize", "depthwise_slices", "pool_blocks", "bn_sums")
 _CPU_FORMS = contextvars.ContextVar("fsjax_cpu_forms", default=frozenset(CPU_FORMS))
 _CONV3D_AS_2D = contextvars.ContextVar("fsjax_conv3d_as_2d", default=False)
 

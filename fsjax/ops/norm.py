@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["batch_stats", "batch_norm", "fold_batch_norm"]
+from fsjax.ops.cpu import cpu_form
+
+__all__ = ["batch_stats", "batch_norm", "batch_norm_train", "fold_batch_norm"]
 
 
 def batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -26,6 +30,69 @@ def batch_norm(x, mean, var, scale=None, bias=None, epsilon: float = 1e-5):
     if bias is not None:
         y = y + bias
     return y.astype(x.dtype)
+
+
+def batch_norm_train(x, scale=None, bias=None, epsilon: float = 1e-5):
+    """Training-mode BatchNorm: ``x (..., C)`` normalised by its own per-channel statistics.
+
+    Returns ``(y (..., C) in x's dtype, mean (C,), var (C,))``, the statistics float32 (biased
+    variance), as :func:`batch_stats` then :func:`batch_norm`. A program lowered for the CPU
+    uses the form ``bn_sums`` (:func:`fsjax.ops.cpu_form`): the same values from a custom
+    gradient whose per-channel sums are matrix-vector products (docs/performance.md); others
+    differentiate the default formulation."""
+    default = lambda t, s, b: _bn_train(t, s, b, epsilon)  # noqa: E731
+    return cpu_form("bn_sums", lambda t, s, b: _bn_train_sums(t, s, b, epsilon), default,
+                    x, scale, bias)
+
+
+def _bn_train(x, scale, bias, epsilon):
+    mean, var = batch_stats(x)
+    return batch_norm(x, mean, var, scale, bias, epsilon), mean, var
+
+
+def _channel_sums(a: jax.Array) -> jax.Array:
+    """``a (..., C)`` summed over all axes but the last -> ``(C,)``, as ``ones @ a (M, C)``
+    (XLA:CPU sums channels-last tensors faster as a matrix-vector product)."""
+    a2 = a.reshape(-1, a.shape[-1])
+    return jnp.ones((a2.shape[0],), a2.dtype) @ a2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_train_sums(x, scale, bias, epsilon):
+    return _bn_train_sums_fwd(x, scale, bias, epsilon)[0]
+
+
+def _bn_train_sums_fwd(x, scale, bias, epsilon):
+    xf = x.astype(jnp.float32)
+    m = xf.size // xf.shape[-1]
+    mean = _channel_sums(xf) / m
+    var = jnp.maximum(_channel_sums(xf * xf) / m - mean * mean, 0.0)
+    r = jax.lax.rsqrt(var + epsilon)
+    y = (xf - mean) * (r if scale is None else r * scale)
+    if bias is not None:
+        y = y + bias
+    return (y.astype(x.dtype), mean, var), (x, mean, r, scale, bias)
+
+
+def _bn_train_sums_bwd(epsilon, res, cts):
+    """With ``xhat = (x - mean) r`` and ``g = dy * scale``: ``dx = r (g - (sum g + xhat
+    sum(g xhat)) / m)``, plus the statistics' own cotangents (``d mean / dx = 1/m``,
+    ``d var / dx = 2 (x - mean) / m``); ``d scale = sum(dy xhat)``, ``d bias = sum dy``."""
+    x, mean, r, scale, bias = res
+    dy, dmean, dvar = cts
+    dy = dy.astype(jnp.float32)
+    xc = x.astype(jnp.float32) - mean
+    xhat = xc * r
+    m = xhat.size // xhat.shape[-1]
+    s_dy, s_dyx = _channel_sums(dy), _channel_sums(dy * xhat)
+    g, s_g, s_gx = (dy, s_dy, s_dyx) if scale is None else \
+        (dy * scale, s_dy * scale, s_dyx * scale)
+    dx = r * (g - (s_g + xhat * s_gx) / m) + dmean / m + dvar * (2.0 / m) * xc
+    return (dx.astype(x.dtype), None if scale is None else s_dyx.astype(scale.dtype),
+            None if bias is None else s_dy.astype(bias.dtype))
+
+
+_bn_train_sums.defvjp(_bn_train_sums_fwd, _bn_train_sums_bwd)
 
 
 def fold_batch_norm(kernel, bias, mean, var, scale=None, beta=None, epsilon: float = 1e-5):
