@@ -3,10 +3,11 @@ per training step: the same function compiled with the form and without it (XLA'
 in one process, interleaved, median of ``--rounds``.
 
     python -m benchmarks.cpu_forms [--rounds 15] [--steps darts3x8,darts5x16,resnet20]
-        [--batch 128] [--skip-ops] [--small] [--json-dir DIR]
+        [--batch 128] [--skip-ops] [--only-form FORM] [--small] [--json-dir DIR]
 
 Op rows: forward, and forward + gradient of ``sum(y * w)`` with respect to every input
-(float32), of a 3x3 depthwise conv (``depthwise_slices``). Step rows: the trainer's jitted
+(float32), of a 3x3 depthwise conv (``depthwise_slices``) and of the fast network's training
+BatchNorm + GELU (``bn_sums``). Step rows: the trainer's jitted
 training step (``--batch``, augmentation off) with all forms against none; the DARTS networks
 are the CPU table's derived genotype (``benchmarks/records/cifar_table/nas-search.json``) at 3 cells x 8
 channels and 5 x 16, FS rho=4.
@@ -59,12 +60,18 @@ def _ops(B: int):
                                             feature_group_count=x.shape[-1])
         out.append((f"depthwise 3x3 {B}x{h}x{h}x{c} stride {s} dilation {d}",
                     "depthwise_slices", f, (a(B, h, h, c), a(3, 3, 1, c))))
+    bn = lambda x, b: jax.nn.gelu(ops.batch_norm_train(x, None, b)[0], approximate=False)
+    for h, c in ((16, 64), (8, 256), (4, 256)):  # the fast network's BatchNorms (no scale)
+        out.append((f"BatchNorm (training) + GELU {B}x{h}x{h}x{c}", "bn_sums", bn,
+                    (a(B, h, h, c), a(c))))
     return out
 
 
-def op_rows(rounds: int, batch: int) -> list[dict]:
+def op_rows(rounds: int, batch: int, only_form: str | None = None) -> list[dict]:
     rows = []
     for name, form, f, args in _ops(batch):
+        if only_form and form != only_form:
+            continue
         others = [x for x in ops.CPU_FORMS if x != form]
         w = jax.random.normal(jax.random.key(1), jax.eval_shape(f, *args).shape)
         g = lambda *a, f=f, w=w: jax.grad(lambda *a: jnp.sum(f(*a) * w), range(len(a)))(*a)
@@ -118,12 +125,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="darts3x8,darts5x16,resnet20")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--skip-ops", action="store_true")
+    ap.add_argument("--only-form", choices=ops.CPU_FORMS, help="op rows of this form only")
     ap.add_argument("--small", action="store_true", help="batch 4, 2 rounds, the 3x8 DARTS step")
     ap.add_argument("--json-dir")
     a = ap.parse_args(argv)
     if a.small:
         a.batch, a.rounds, a.steps = 4, 2, "darts3x8"
-    rows = [] if a.skip_ops else op_rows(a.rounds, a.batch)
+    rows = [] if a.skip_ops else op_rows(a.rounds, a.batch, a.only_form)
     rows += step_rows([s for s in a.steps.split(",") if s], max(2, a.rounds // 3), a.batch)
     print()
     print_table(rows, ["what", "form", "with_ms", "without_ms", "speedup"])
