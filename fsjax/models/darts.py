@@ -514,6 +514,14 @@ def draw_genotype(genotype: dict, path: str) -> str:
     return path
 
 
+def _derive_at(record: dict, primitives, **caps) -> dict:
+    """The genotype derived from one epoch's logged architecture weights."""
+    a = {k: np.log(np.maximum(np.asarray(record["arch"][k]), 1e-30)) for k in ("normal", "reduce")}
+    return derive_genotype(a["normal"], a["reduce"], primitives,
+                           edges_normal=record["arch"].get("edges_normal"),
+                           edges_reduce=record["arch"].get("edges_reduce"), **caps)
+
+
 def plot_arch_evolution(records: list[dict], primitives, path: str,
                         max_skips: int | None = None, max_free: int | None = None) -> str:
     """PNG of a search's architecture per epoch (``records``: the trainer's metrics with an
@@ -542,22 +550,21 @@ def plot_arch_evolution(records: list[dict], primitives, path: str,
                title=f"{kind} cell: op weights")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-        counts = []
-        for r in recs:
-            a = {k: np.log(np.maximum(np.asarray(r["arch"][k]), 1e-30))
-                 for k in ("normal", "reduce")}
-            g = derive_genotype(a["normal"], a["reduce"], primitives,
-                                edges_normal=r["arch"].get("edges_normal"),
-                                edges_reduce=r["arch"].get("edges_reduce"),
-                                max_skips=max_skips, max_free=max_free)
-            counts.append(parametric_edges(g[kind]))
+        caps = dict(max_skips=max_skips, max_free=max_free)
+        capped = caps["max_skips"] is not None or caps["max_free"] is not None
         ax = axes[row, 1]
-        ax.plot(ep, counts, marker="o")
-        ax.axhline(6, color="0.5", ls=":", label="target: 6 of 8")
+        variants = [("as the weights rank them", {}), ("with the caps", caps)] if capped \
+            else [(None, {})]
+        for label, kw in variants:
+            counts = [parametric_edges(_derive_at(r, primitives, **kw)[kind]) for r in recs]
+            ax.plot(ep, counts, marker="o", ls="-" if kw or not capped else "--", label=label)
+        if kind == "normal":
+            ax.axhline(6, color="0.5", ls=":", label="target: 6 of 8")
         ax.set(xlabel="epoch", ylabel="parametric edges of 8", ylim=(-0.3, 8.3),
                title=f"{kind} cell: derived genotype")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)
