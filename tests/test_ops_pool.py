@@ -53,6 +53,9 @@ def test_window_larger_than_input_is_an_error():
 @pytest.mark.parametrize("name,kw", [("airbench", dict(widths=(8, 8, 8))),
                                      ("vgg16", dict(widths=(4,) * 13))])
 def test_models_same_with_and_without_the_cpu_form(name, kw):
+    """pool_blocks on and off, the other forms on (VGG-16's last BatchNorms see 2 values per
+    channel here, where any change in summation order is amplified: bn_sums is compared
+    with its default in test_ops_norm instead)."""
     model = models.create(name, **kw)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 32, 32, 3)), jnp.float32)
 
@@ -62,7 +65,7 @@ def test_models_same_with_and_without_the_cpu_form(name, kw):
         return (nnx.merge(graphdef, st)(t) ** 2).sum()
 
     outs = []
-    for forms in (ops.CPU_FORMS, ()):
+    for forms in (ops.CPU_FORMS, [f for f in ops.CPU_FORMS if f != "pool_blocks"]):
         with ops.cpu_forms(*forms):
             val, grads = jax.jit(jax.value_and_grad(loss))(state, x)
             outs.append((val, jax.tree.leaves(grads)))

@@ -26,6 +26,11 @@ time (normal cell 3 of 8 edges parametric, reduction cell 0 of 8): over 3 archit
 at this lr the softmax weights moved at most 0.018 from uniform, so small early differences
 in favour of parameter-free ops decide the genotype. With ``arch_lr=6e-3`` (10x; 68.5 min):
 normal cell 4 of 8 parametric, reduction 0 of 8, still max-pooling. Not yet a working default.
+At 12,000 images (revision e939f09/0df1dd0, one core each, docs/results.md): seed 0 46 min
+(0.77 device-hours, next to the test suite; peak host memory 5.3 GB), seed 1 61 min (next to
+tests and benchmarks on the other core), the dense supernet 45 min (4.9 GB): the <= 60 min
+budget holds on an unshared core. All three supernets still rank 3 of 8 normal-cell edges
+parametric (max-pooling leads); the derivation cap ``--max-free 2`` makes it 6 of 8.
 """
 
 from train.configlib import base

@@ -66,7 +66,7 @@ def _bn_train_sums_fwd(x, scale, bias, epsilon):
     xf = x.astype(jnp.float32)
     m = xf.size // xf.shape[-1]
     mean = _channel_sums(xf) / m
-    var = jnp.maximum(_channel_sums(xf * xf) / m - mean * mean, 0.0)
+    var = _channel_sums(jnp.square(xf - mean)) / m  # two passes: no cancellation at small m
     r = jax.lax.rsqrt(var + epsilon)
     y = (xf - mean) * (r if scale is None else r * scale)
     if bias is not None:
