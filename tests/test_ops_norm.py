@@ -33,6 +33,22 @@ def _inputs(shape=(4, 5, 3, 6)):
             rng.normal(size=shape).astype(np.float32))
 
 
+def _assert_finite_differences(grads, inputs, w, seed):
+    """``grads`` of ``sum(tanh(bn(x)) * w)`` against central differences of the float64
+    NumPy loss, at 6 random entries of each input."""
+    rng = np.random.default_rng(seed)
+    h = 1e-4
+    for i, (arg, g) in enumerate(zip(inputs, grads, strict=True)):
+        for _ in range(6):
+            idx = tuple(rng.integers(0, n) for n in arg.shape)
+            args = [a.astype(np.float64) for a in inputs]
+            args[i][idx] += h
+            up = _loss_np(*args, w)
+            args[i][idx] -= 2 * h
+            down = _loss_np(*args, w)
+            np.testing.assert_allclose(g[idx], (up - down) / (2 * h), rtol=2e-3, atol=2e-4)
+
+
 def test_batch_norm_matches_numpy():
     x, scale, bias, _ = _inputs()
     mean, var = jax.jit(ops.batch_stats)(x)
@@ -48,17 +64,7 @@ def test_batch_norm_matches_numpy():
 def test_batch_norm_gradient_finite_differences():
     x, scale, bias, w = _inputs()
     grads = jax.jit(jax.grad(_loss, argnums=(0, 1, 2)))(x, scale, bias, w)
-    rng = np.random.default_rng(1)
-    h = 1e-4
-    for i, (arg, g) in enumerate(zip((x, scale, bias), grads, strict=True)):
-        for _ in range(6):
-            idx = tuple(rng.integers(0, n) for n in arg.shape)
-            args = [a.astype(np.float64) for a in (x, scale, bias)]
-            args[i][idx] += h
-            up = _loss_np(*args, w)
-            args[i][idx] -= 2 * h
-            down = _loss_np(*args, w)
-            np.testing.assert_allclose(g[idx], (up - down) / (2 * h), rtol=2e-3, atol=2e-4)
+    _assert_finite_differences(grads, (x, scale, bias), w, seed=1)
 
 
 def test_cpu_forms_rejects_unknown_name():
@@ -84,17 +90,7 @@ def test_batch_norm_train_matches_numpy_and_finite_differences(forms):
     np.testing.assert_allclose(mean, rmean, rtol=1e-6)
     np.testing.assert_allclose(var, rvar, rtol=1e-5)
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, scale, bias)
-    rng = np.random.default_rng(2)
-    h = 1e-4
-    for i, (arg, g) in enumerate(zip((x, scale, bias), grads, strict=True)):
-        for _ in range(6):
-            idx = tuple(rng.integers(0, n) for n in arg.shape)
-            args = [a.astype(np.float64) for a in (x, scale, bias)]
-            args[i][idx] += h
-            up = _loss_np(*args, w)
-            args[i][idx] -= 2 * h
-            down = _loss_np(*args, w)
-            np.testing.assert_allclose(g[idx], (up - down) / (2 * h), rtol=2e-3, atol=2e-4)
+    _assert_finite_differences(grads, (x, scale, bias), w, seed=2)
 
 
 def test_bn_sums_gradient_equals_autodiff_through_statistics_and_without_affine():
