@@ -379,18 +379,22 @@ def report(root: str, docs: str, t: Table = RESNET8) -> int:
 def _plot_points(rows: list[dict]) -> list[dict]:
     """One point per row of the table: a row with two seeds at their mean accuracy, as the
     table shows it."""
-    by = {r["name"]: r for r in rows}
     out = []
-    for r in rows:
-        if r["name"].endswith("-s1") and r["name"][:-1] + "0" in by:
-            continue
-        twin = by.get(r["name"][:-1] + "1") if r["name"].endswith("-s0") else None
+    for r, twin in _with_twins(rows):
         if twin:
             out.append(dict(r, label=f"{r['name'][:-3]} (2-seed mean)",
                             accuracy=statistics.mean([_headline(r), _headline(twin)])))
         else:
             out.append(dict(r, label=r["name"], accuracy=_headline(r)))
     return out
+
+
+def _with_twins(rows: list[dict]) -> list[tuple[dict, dict | None]]:
+    """Each row once, as ``(row, its seed-1 twin or None)``: a seed-1 row whose seed 0 is
+    there goes with it, not on its own."""
+    by = {r["name"]: r for r in rows}
+    return [(r, by.get(r["name"][:-1] + "1") if r["name"].endswith("-s0") else None)
+            for r in rows if not (r["name"].endswith("-s1") and r["name"][:-1] + "0" in by)]
 
 
 def _headline(r: dict) -> float:
@@ -406,16 +410,12 @@ def _accuracy_cell(r, twin, key) -> str:
 
 
 def format_table(rows: list[dict], t: Table = RESNET8) -> str:
-    by = {r["name"]: r for r in rows}
     rows = sorted(rows, key=lambda r: t.order.index(r["name"]))
     tta = any(r.get("tta_accuracy") is not None for r in rows)
     out = ["| variant | top-1 %" + (" | top-1 % TTA" if tta else "") + " | stored | "
            "dense-eq. | effective | export bytes | MACs | train img/s | wall | revision |",
            "|" + " --- |" * (11 if tta else 10)]
-    for r in rows:
-        if r["name"].endswith("-s1") and r["name"][:-1] + "0" in by:
-            continue  # shown with seed 0
-        twin = by.get(r["name"][:-1] + "1") if r["name"].endswith("-s0") else None
+    for r, twin in _with_twins(rows):
         acc = _accuracy_cell(r, twin, "accuracy")
         if tta:
             acc += " | " + _accuracy_cell(r, twin, "tta_accuracy")
