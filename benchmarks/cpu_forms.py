@@ -2,15 +2,17 @@
 per training step: the same function compiled with the form and without it (XLA's own op),
 in one process, interleaved, median of ``--rounds``.
 
-    python -m benchmarks.cpu_forms [--rounds 15] [--steps darts3x8,darts5x16,resnet20]
+    python -m benchmarks.cpu_forms [--rounds 15] [--steps darts3x8,darts5x16,fast3x16,resnet20]
         [--batch 128] [--skip-ops] [--only-form FORM] [--small] [--json-dir DIR]
 
 Op rows: forward, and forward + gradient of ``sum(y * w)`` with respect to every input
-(float32), of a 3x3 depthwise conv (``depthwise_slices``) and of the fast network's training
-BatchNorm + GELU (``bn_sums``). Step rows: the trainer's jitted
-training step (``--batch``, augmentation off) with all forms against none; the DARTS networks
-are the CPU table's derived genotype (``benchmarks/records/cifar_table/nas-search.json``) at 3 cells x 8
-channels and 5 x 16, FS rho=4.
+(float32), of a 3x3 depthwise conv (``depthwise_slices``), a 1x1 conv (``pointwise_dot``),
+DARTS's 3x3 max-pools (``pool_windows``) and the fast network's training BatchNorm + GELU
+(``bn_sums``). Step rows: the trainer's jitted training step (``--batch``, augmentation off)
+with all forms against none; ``darts<cells>x<channels>`` is the ResNet-8 table's derived
+genotype (``benchmarks/records/cifar_table/nas-search.json``), ``fast<cells>x<channels>`` the
+fast table's seed-1 search (``benchmarks/records/cifar_fast/nas-search-s1.json``, the network
+``configs/cifar10/fast.py:darts,...`` trains at 3 x 16), FS rho=4.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import numpy as np
 
 from benchmarks.common import print_table, train_state, write_json
 from fsjax import ops
+from fsjax.models.layers import max_pool
 
-GENOTYPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records", "cifar_table",
-                        "nas-search.json")
+RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "records")
+GENOTYPES = {"darts": os.path.join(RECORDS, "cifar_table", "nas-search.json"),
+             "fast": os.path.join(RECORDS, "cifar_fast", "nas-search-s1.json")}
 
 
 def _compiled(fn, args, forms):
@@ -60,6 +64,12 @@ def _ops(B: int):
                                             feature_group_count=x.shape[-1])
         out.append((f"depthwise 3x3 {B}x{h}x{h}x{c} stride {s} dilation {d}",
                     "depthwise_slices", f, (a(B, h, h, c), a(3, 3, 1, c))))
+    for h, cin, cout in ((32, 64, 16), (32, 16, 16), (16, 128, 32)):  # DARTS's 1x1 convs
+        out.append((f"1x1 conv {B}x{h}x{h}x{cin} -> {cout}", "pointwise_dot", ops.conv,
+                    (a(B, h, h, cin), a(1, 1, cin, cout))))
+    for h, c, s in ((32, 16, 1), (32, 16, 2), (16, 32, 1)):  # DARTS's max_pool_3x3
+        out.append((f"max-pool 3x3 SAME {B}x{h}x{h}x{c} stride {s}", "pool_windows",
+                    lambda x, s=s: max_pool(x, (3, 3), (s, s), "SAME"), (a(B, h, h, c),)))
     bn = lambda x, b: jax.nn.gelu(ops.batch_norm_train(x, None, b)[0], approximate=False)
     for h, c in ((16, 64), (8, 256), (4, 256)):  # the fast network's BatchNorms (no scale)
         out.append((f"BatchNorm (training) + GELU {B}x{h}x{h}x{c}", "bn_sums", bn,
@@ -89,9 +99,10 @@ def _step(name: str, B: int):
     from train import configlib
 
     c = configlib.base()
-    if name.startswith("darts"):
-        cells, channels = map(int, name[len("darts"):].split("x"))
-        with open(GENOTYPE) as f:
+    kind = next((k for k in GENOTYPES if name.startswith(k)), None)
+    if kind:
+        cells, channels = map(int, name[len(kind):].split("x"))
+        with open(GENOTYPES[kind]) as f:
             c.model_kw.genotype = json.load(f)["genotype"]["genotype"]
         c.model = "darts_eval"
         c.model_kw.cells, c.model_kw.channels = cells, channels
@@ -122,7 +133,7 @@ def step_rows(names: list[str], rounds: int, B: int) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--steps", default="darts3x8,darts5x16,resnet20")
+    ap.add_argument("--steps", default="darts3x8,darts5x16,fast3x16,resnet20")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--skip-ops", action="store_true")
     ap.add_argument("--only-form", choices=ops.CPU_FORMS, help="op rows of this form only")

@@ -39,3 +39,52 @@ def test_compiler_options_cpu_only(monkeypatch):
             assert ops.compiler_options("cpu") == {}
     finally:
         cpu._supported.cache_clear()
+
+
+def _np_pointwise(x, k, strides):
+    """``y[..., o] = sum_c x[..., ::s, c] k[0.., c, o]`` in float64."""
+    x = np.asarray(x, np.float64)
+    lead = x.ndim - len(strides) - 1
+    x = x[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
+    return x @ np.asarray(k, np.float64).reshape(k.shape[-2:])
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", [
+    ((3, 8, 8, 5), (1, 1, 5, 4), 1, "SAME"),
+    ((3, 9, 7, 5), (1, 1, 5, 4), 2, "SAME"),       # DARTS's FactorizedReduce: odd sizes, ceil
+    ((3, 9, 7, 5), (1, 1, 5, 4), (2, 3), "VALID"),
+    ((2, 6, 6, 5), (1, 1, 5, 2), 1, [(0, 0), (0, 0)]),
+    ((2, 2, 6, 6, 5), (1, 1, 5, 2), 1, "SAME"),    # two batch dims, flattened as Flax does
+    ((6, 6, 5), (1, 1, 5, 2), 1, "SAME"),          # unbatched
+    ((2, 7, 5), (1, 5, 3), 2, "VALID"),            # 1-D
+    ((2, 4, 5, 6, 3), (1, 1, 1, 3, 2), 2, "SAME"),  # 3-D
+])
+def test_pointwise_conv_is_a_matrix_product_with_the_same_values_and_gradients(
+        x_shape, k_shape, strides, padding):
+    """1x1 convs take the CPU form ``pointwise_dot``: the NumPy product's values, and the
+    gradients of XLA's conv (forms off)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=x_shape), jnp.float32)
+    k = jnp.asarray(np.random.default_rng(1).normal(size=k_shape), jnp.float32)
+    f = lambda x, k: ops.conv(x, k, strides=strides, padding=padding)
+    rank = len(k_shape) - 2
+    s = (strides,) * rank if isinstance(strides, int) else strides
+    np.testing.assert_allclose(jax.jit(f)(x, k), _np_pointwise(x, k, s), rtol=1e-5, atol=1e-5)
+    loss = lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    got = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, k)
+    with ops.cpu_forms():
+        want = jax.jit(jax.grad(lambda x, k: loss(x, k), argnums=(0, 1)))(x, k)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_form_only_for_unpadded_ungrouped_1x1_convs():
+    x = jnp.ones((2, 6, 6, 4))
+    jaxpr = lambda f: str(jax.make_jaxpr(f)(x))
+    assert "dot_general" in jaxpr(lambda t: ops.conv(t, jnp.ones((1, 1, 4, 3))))
+    for f in (lambda t: ops.conv(t, jnp.ones((1, 1, 4, 3)), padding=1),          # padded
+              lambda t: ops.conv(t, jnp.ones((1, 1, 2, 4)), feature_group_count=2),
+              lambda t: ops.conv(t, jnp.ones((1, 1, 4, 3)), input_dilation=2, padding=0),
+              lambda t: ops.conv(t, jnp.ones((3, 3, 4, 3)))):
+        assert "dot_general" not in jaxpr(f)
+    with ops.inference_trace():  # exports keep XLA's conv
+        assert "dot_general" not in jaxpr(lambda t: ops.conv(t, jnp.ones((1, 1, 4, 3))))

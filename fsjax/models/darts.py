@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fsjax.models.layers import ConvFactory, batch_norm, classifier
+from fsjax.models.layers import ConvFactory, batch_norm, classifier, max_pool
 from fsjax.nn import BatchNorm, Dropout
 
 __all__ = ["PRIMITIVES", "ArchParam", "DartsSearch", "DartsEval", "derive_genotype",
@@ -111,7 +111,7 @@ class Pool(nnx.Module):
     def __call__(self, x):
         s = (self.stride, self.stride)
         if self.kind == "max":
-            return nnx.max_pool(x, window_shape=(3, 3), strides=s, padding="SAME")
+            return max_pool(x, (3, 3), s, "SAME")
         return nnx.avg_pool(x, window_shape=(3, 3), strides=s, padding="SAME", count_include_pad=False)
 
 
@@ -194,7 +194,7 @@ class SearchCell(nnx.Module):
         if k > 1:  # the other channels go past the ops
             rest = h[..., h.shape[-1] // k:]
             if self.strides[e] == 2:
-                rest = nnx.max_pool(rest, window_shape=(2, 2), strides=(2, 2))
+                rest = max_pool(rest, (2, 2))
             out = channel_shuffle(jnp.concatenate([out, rest], -1), k)
         if aux_skip is not None and self.strides[e] == 1:
             out = out + aux_skip * h

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fsjax.models.layers import ConvBN, ConvFactory, classifier
+from fsjax.models.layers import ConvBN, ConvFactory, classifier, max_pool
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck"]
 
@@ -135,7 +135,7 @@ class ResNet(nnx.Module):
         """Each stage's output (NHWC), finest first: the taps of a detection head."""
         x = self.stem(x)
         if self.pool_stem:
-            x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool(x, (3, 3), (2, 2), "SAME")
         out = []
         for i, blk in enumerate(self.blocks):
             x = blk(x)
@@ -146,7 +146,7 @@ class ResNet(nnx.Module):
     def features(self, x):
         x = self.stem(x)
         if self.pool_stem:
-            x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool(x, (3, 3), (2, 2), "SAME")
         for blk in self.blocks:
             x = blk(x)
         return x.mean(axis=(1, 2))

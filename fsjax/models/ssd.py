@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from fsjax import ops
-from fsjax.models.layers import ConvBN, ConvFactory
+from fsjax.models.layers import ConvBN, ConvFactory, max_pool
 from fsjax.models.mobilenet import MobileNetV1
 from fsjax.models.resnet import ResNet
 from fsjax.models.vgg import VGG
@@ -157,7 +157,7 @@ class SSD(nnx.Module):
         if self.l2norm is not None:
             a = self.l2norm(a)
         if self.fc6 is not None:
-            b = nnx.max_pool(b, window_shape=(3, 3), strides=(1, 1), padding="SAME")
+            b = max_pool(b, (3, 3), (1, 1), "SAME")
             b = self.fc7(self.fc6(b))
         out = [a, b]
         for reduce, conv in self.extras:

@@ -21,6 +21,7 @@ from fsjax.ops.conv import (
     conv3d_as_2d,
     conv_output_shape,
     kernel_size_tuple,
+    pointwise_dot,
 )
 from fsjax.ops.cpu import CPU_COMPILER_OPTIONS, CPU_FORMS, compiler_options, cpu_forms, inference_trace
 from fsjax.ops.fs import (
@@ -44,7 +45,7 @@ from fsjax.ops.init import fan_in_normal, identity_kernel, whitening_kernel
 from fsjax.ops.ks import ks_check, ks_conv, ks_dense_kernel, ks_project, ks_reduce
 from fsjax.ops.multibox import detect, hard_negatives, multibox_loss, smooth_l1
 from fsjax.ops.norm import batch_norm, batch_norm_train, batch_stats, fold_batch_norm
-from fsjax.ops.pool import max_pool_blocks
+from fsjax.ops.pool import max_pool_blocks, max_pool_windows
 from fsjax.ops.quant import (
     channel_groups,
     check_bits,
@@ -97,7 +98,9 @@ __all__ = [
     "CPU_COMPILER_OPTIONS",
     "CPU_FORMS",
     "max_pool_blocks",
+    "max_pool_windows",
     "conv3d_as_2d",
+    "pointwise_dot",
     "kernel_size_tuple",
     "filter_size",
     "dfs_init_raw",

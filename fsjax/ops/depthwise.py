@@ -6,7 +6,8 @@ than its arithmetic needs, forward and input gradient (docs/performance.md, "Dep
 as slices"); its weight gradient as one grouped conv is fast enough but the one XLA derives
 from the slice form (nine reductions) is not. So the form has its own gradient: the input
 gradient is the transpose of the slices (pads and adds), the kernel gradient one
-per-channel dot product of each tap's input slice with the output gradient.
+per-channel dot product of each tap's input slice with the output gradient (summed as a
+vector-matrix product, which XLA:CPU runs without transposing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from fsjax.ops.norm import _channel_sums
 
 __all__ = ["depthwise_slices", "is_depthwise"]
 
@@ -72,10 +75,9 @@ def _bwd(strides, dilation, pads, res, g):
     x, kernel = res
     _, vjp_x = jax.vjp(lambda t: _forward(t, kernel, strides, dilation, pads), x)
     xp, out = _geometry(x, kernel, strides, dilation, pads)
-    c = x.shape[-1]
-    g2 = g.reshape(-1, c)
-    dk = [jnp.einsum("mc,mc->c", t.reshape(-1, c), g2)
-          for _, _, t in _taps(xp, kernel.shape[:2], strides, dilation, out)]
+    # per channel, the sum of each tap's input slice times g: a vector-matrix product (a
+    # per-channel reduction would first transpose each product to channels-major on XLA:CPU)
+    dk = [_channel_sums(t * g) for _, _, t in _taps(xp, kernel.shape[:2], strides, dilation, out)]
     return vjp_x(g)[0], jnp.stack(dk).reshape(kernel.shape)
 
 
