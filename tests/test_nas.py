@@ -164,3 +164,34 @@ def test_shared_edges_counts_same_op_input_and_node_in_either_order():
     assert shared_edges(a[:2] + a[2:4], a[2:4] + a[:2]) == 0
     with pytest.raises(ValueError, match="equal length"):
         shared_edges(a, a[:6])
+
+
+def test_pool_bn_keeps_a_max_pool_cell_on_the_convs_scale():
+    """A genotype of max-pools only (the collapsed reduction cell): DARTS's plain pools stack
+    maxima, so the classifier's features drift far above zero (the fast recipe diverged on
+    them); with ``pool_bn`` every op's output has batch mean 0, and so do the features."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fsjax import models
+
+    pools = [["max_pool_3x3", i] for i in (0, 1, 0, 2, 1, 3, 2, 4)]
+    genotype = {"normal": pools, "reduce": pools, "concat": [2, 3, 4, 5]}
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 16, 16, 3)), jnp.float32)
+    feats, means = {}, {}
+
+    class Tap(nnx.Module):  # the classifier, recording its input
+        def __init__(self, fc):
+            self.fc = fc
+
+        def __call__(self, f):
+            feats["f"] = f
+            return self.fc(f)
+
+    for pool_bn in (False, True):
+        m = models.create("darts_eval", genotype=genotype, cells=3, channels=4,
+                          auxiliary=False, drop_path=0.0, pool_bn=pool_bn)
+        m.fc = Tap(m.fc)
+        m(x)
+        means[pool_bn] = float(jnp.abs(feats["f"].mean(0)).max())
+    assert means[True] < 1e-3 and means[False] > 1.0, means

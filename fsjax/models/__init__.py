@@ -8,7 +8,7 @@ airbench (the fast wide CIFAR network of airbench94: ``widths``, ``logit_scale``
 :class:`AirbenchNet`),
 mobilenet_v1 (``width``, ``stem_stride``), densenet_bc100 (``depth``, ``growth``),
 darts_search (``cells``, ``channels``), darts_eval (``genotype``, ``cells``, ``channels``,
-``auxiliary``, ``drop_path``), ssd (detector: ``backbone``, ``backbone_kw``, ``image_size``,
+``auxiliary``, ``drop_path``, ``pool_bn``), ssd (detector: ``backbone``, ``backbone_kw``, ``image_size``,
 ``extras``, ``aspect_ratios``, ``min_scale``, ``max_scale``; :class:`SSD`).
 """
 

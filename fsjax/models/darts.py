@@ -141,11 +141,13 @@ class Identity(nnx.Module):
         return x
 
 
-def make_op(prim, f, name, c, stride, rngs, affine):
+def make_op(prim, f, name, c, stride, rngs, affine, pool_bn=False):
     if prim == "none":
         return Zero(stride)
     if prim in ("max_pool_3x3", "avg_pool_3x3"):  # the search's ops are affine=False
-        return Pool(prim[:3], stride) if affine else PoolBN(prim[:3], stride, c, f, rngs)
+        if pool_bn or not affine:
+            return PoolBN(prim[:3], stride, c, f, rngs)
+        return Pool(prim[:3], stride)
     if prim == "skip_connect":
         return Identity() if stride == 1 else FactorizedReduce(f, name, c, c, rngs, affine)
     k = int(prim[-1])
@@ -375,12 +377,13 @@ def shared_edges(gene_a, gene_b) -> int:
 
 
 class EvalCell(nnx.Module):
-    def __init__(self, f, name, gene, c_pp, c_p, c, reduction, reduction_prev, drop, rngs):
+    def __init__(self, f, name, gene, c_pp, c_p, c, reduction, reduction_prev, drop, rngs,
+                 pool_bn=False):
         self.pre = _Preprocess(f, name, c_pp, c_p, c, reduction_prev, rngs, affine=True)
         self.reduction = reduction
         self.inputs = tuple(int(i) for _, i in gene)
         self.ops = nnx.List([make_op(op, f, f"{name}.n{k // 2}.{op}", c,
-                                     2 if reduction and i < 2 else 1, rngs, True)
+                                     2 if reduction and i < 2 else 1, rngs, True, pool_bn)
                              for k, (op, i) in enumerate(gene)])
         self.drop = Dropout(drop, broadcast_dims=(1, 2, 3)) if drop else None
 
@@ -399,10 +402,16 @@ class EvalCell(nnx.Module):
 
 class DartsEval(nnx.Module):
     """Network of a genotype: ``cells`` (20), ``channels`` (36), auxiliary head at 2/3 depth
-    (train mode returns ``(logits, aux_logits)``), drop path ``drop_path``."""
+    (train mode returns ``(logits, aux_logits)``), drop path ``drop_path``.
+
+    ``pool_bn``: each pooling op is followed by a BatchNorm without scale or bias, as in the
+    search's supernet (DARTS's evaluation network has none). A cell of max-pools alone sums
+    and stacks maxima, whose mean grows from cell to cell; a last cell of them gave the
+    classifier features so large that SGD at the fast recipe's lr diverged from the first
+    steps (docs/results.md); the BatchNorm keeps every op's output on the convs' scale."""
 
     def __init__(self, num_classes, *, genotype, cells=20, channels=36, auxiliary=True,
-                 drop_path=0.2, in_channels=3, factory=ConvFactory(), rngs, **_):
+                 drop_path=0.2, pool_bn=False, in_channels=3, factory=ConvFactory(), rngs, **_):
         if not isinstance(genotype, dict) or {"normal", "reduce"} - set(genotype):
             raise ValueError("genotype must be a dict with 'normal' and 'reduce' lists "
                              "(from train.nas derive)")
@@ -418,7 +427,7 @@ class DartsEval(nnx.Module):
                 cur *= 2
             gene = genotype["reduce" if red else "normal"]
             cs.append(EvalCell(factory, f"cell{i}", gene, c_pp, c_p, cur, red, red_prev,
-                               drop_path, rngs))
+                               drop_path, rngs, pool_bn))
             c_pp, c_p, red_prev = c_p, NODES * cur, red
             if i == self.aux_at:
                 aux_c = c_p
