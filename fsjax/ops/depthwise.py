@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from fsjax.ops.norm import _channel_sums
+from fsjax.ops.norm import channel_sums
 
 __all__ = ["depthwise_slices", "is_depthwise"]
 
@@ -77,7 +77,7 @@ def _bwd(strides, dilation, pads, res, g):
     xp, out = _geometry(x, kernel, strides, dilation, pads)
     # per channel, the sum of each tap's input slice times g: a vector-matrix product (a
     # per-channel reduction would first transpose each product to channels-major on XLA:CPU)
-    dk = [_channel_sums(t * g) for _, _, t in _taps(xp, kernel.shape[:2], strides, dilation, out)]
+    dk = [channel_sums(t * g) for _, _, t in _taps(xp, kernel.shape[:2], strides, dilation, out)]
     return vjp_x(g)[0], jnp.stack(dk).reshape(kernel.shape)
 
 

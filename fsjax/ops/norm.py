@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from fsjax.ops.cpu import cpu_form
 
-__all__ = ["batch_stats", "batch_norm", "batch_norm_train", "fold_batch_norm"]
+__all__ = ["batch_stats", "batch_norm", "batch_norm_train", "channel_sums", "fold_batch_norm"]
 
 
 def batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -50,7 +50,7 @@ def _bn_train(x, scale, bias, epsilon):
     return batch_norm(x, mean, var, scale, bias, epsilon), mean, var
 
 
-def _channel_sums(a: jax.Array) -> jax.Array:
+def channel_sums(a: jax.Array) -> jax.Array:
     """``a (..., C)`` summed over all axes but the last -> ``(C,)``, as ``ones @ a (M, C)``
     (XLA:CPU sums channels-last tensors faster as a matrix-vector product)."""
     a2 = a.reshape(-1, a.shape[-1])
@@ -65,8 +65,8 @@ def _bn_train_sums(x, scale, bias, epsilon):
 def _bn_train_sums_fwd(x, scale, bias, epsilon):
     xf = x.astype(jnp.float32)
     m = xf.size // xf.shape[-1]
-    mean = _channel_sums(xf) / m
-    var = _channel_sums(jnp.square(xf - mean)) / m  # two passes: no cancellation at small m
+    mean = channel_sums(xf) / m
+    var = channel_sums(jnp.square(xf - mean)) / m  # two passes: no cancellation at small m
     r = jax.lax.rsqrt(var + epsilon)
     y = (xf - mean) * (r if scale is None else r * scale)
     if bias is not None:
@@ -84,7 +84,7 @@ def _bn_train_sums_bwd(epsilon, res, cts):
     xc = x.astype(jnp.float32) - mean
     xhat = xc * r
     m = xhat.size // xhat.shape[-1]
-    s_dy, s_dyx = _channel_sums(dy), _channel_sums(dy * xhat)
+    s_dy, s_dyx = channel_sums(dy), channel_sums(dy * xhat)
     g, s_g, s_gx = (dy, s_dy, s_dyx) if scale is None else \
         (dy * scale, s_dy * scale, s_dyx * scale)
     dx = r * (g - (s_g + xhat * s_gx) / m) + dmean / m + dvar * (2.0 / m) * xc
