@@ -109,13 +109,14 @@ GENOTYPE = {"normal": [["max_pool_3x3", 0], ["sep_conv_3x3", 1], ["dil_conv_3x3"
             "concat": [2, 3, 4, 5]}
 
 
+DARTS_KW = dict(genotype=GENOTYPE, cells=3, channels=4, auxiliary=False, drop_path=0.0)
+
+
 @pytest.mark.parametrize("name,kw,form", [
     ("airbench", dict(widths=(8, 8, 8)), "pool_blocks"),
     ("vgg16", dict(widths=(4,) * 13), "pool_blocks"),
-    ("darts_eval", dict(genotype=GENOTYPE, cells=3, channels=4, auxiliary=False,
-                        drop_path=0.0), "pool_windows"),
-    ("darts_eval", dict(genotype=GENOTYPE, cells=3, channels=4, auxiliary=False,
-                        drop_path=0.0), "pointwise_dot"),
+    ("darts_eval", DARTS_KW, "pool_windows"),
+    ("darts_eval", DARTS_KW, "pointwise_dot"),
 ])
 def test_models_same_with_and_without_the_cpu_form(name, kw, form):
     """The form on and off, the other forms on (VGG-16's last BatchNorms see 2 values per

@@ -9,7 +9,7 @@ with this recipe (label smoothing, lookahead, TTA, schedule, augmentation; lr ``
 BatchNorm lr boost): a DARTS evaluation network of ``NAS_CELLS`` cells and ``NAS_CHANNELS``
 channels, no auxiliary head or drop path, a BatchNorm without scale after each pooling op
 (``pool_bn``: with the plain pools of DARTS's evaluation network the seed-1 genotype's
-max-pool reduction cells diverged at this lr from the first step, loss 8 -> 62 -> 400;
+max-pool reduction cells diverged at this lr from the first step, loss 8 -> 62 -> 420;
 with it the loss fell 2.65 -> 2.01 in 10 steps), every conv FS rho=4 by default (the
 searched supernet's DFS locations rounded, as DFSNet does) or ``dense``.
 

@@ -23,9 +23,9 @@ __all__ = ["CPU_FORMS", "CPU_COMPILER_OPTIONS", "compiler_options", "cpu_form", 
 
 # the CPU-only program forms (docs/performance.md): "materialize" (conv inputs written once),
 # "depthwise_slices" (depthwise 2-D convs as multiply-adds of strided slices), "pointwise_dot"
-# (1x1 convs as matrix products), "pool_blocks"
-# (non-overlapping max pooling as a reshape and a max), "pool_windows" (other max pooling as a
-# max of strided slices, with its own gradient) and "bn_sums" (training BatchNorm's
+# (1x1 convs as matrix products), "pool_blocks" (non-overlapping max pooling as a reshape and
+# a max), "pool_windows" (other max pooling as a max of strided slices, with its own
+# gradient) and "bn_sums" (training BatchNorm's
 # per-channel sums as matrix-vector products, in a custom gradient); none inside
 # inference_trace
 CPU_FORMS = ("materialize", "depthwise_slices", "pointwise_dot", "pool_blocks", "pool_windows", "bn_sums")

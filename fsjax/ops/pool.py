@@ -44,7 +44,7 @@ def max_pool_windows(x: jax.Array, window: tuple[int, int], strides: tuple[int, 
     stride-1 pool (DARTS's ``max_pool_3x3``) is several times faster than reduce-window +
     select-and-scatter (docs/performance.md).
     """
-    n, h, w, c = x.shape
+    h, w = x.shape[1:3]
     window, strides = tuple(window), tuple(strides)
     if min(window) < 1 or min(strides) < 1:
         raise ValueError(f"max_pool_windows: window {window} and strides {strides} must be "
