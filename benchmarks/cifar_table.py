@@ -136,6 +136,8 @@ FAST_JOBS = {
     "nas-search-dense": ((), _search("cpu,dense")),
     # the same search with a 10x architecture lr (the default's weights barely moved)
     "nas-search-alr": ((), _search("cpu,arch_lr=6e-3")),
+    # P-DARTS's dropout on the parameter-free candidates (skips and pools), rate 0.5
+    "nas-search-fdrop": ((), _search("cpu,free_drop=0.5")),
     # the networks are trained from seed 1's genotype: seed 0's record was derived before
     # the cap on parameter-free ops, and is the collapsed cell
     "nas-eval": (("nas-search-s1",), _nas_eval("nas-search-s1")),
@@ -162,7 +164,7 @@ TABLES = {
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "nas-eval",
          "nas-eval-dense", "nas-eval-dsearch"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
-         "nas-search-alr"),
+         "nas-search-alr", "nas-search-fdrop"),
         os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
         "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
 }

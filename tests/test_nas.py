@@ -195,3 +195,34 @@ def test_pool_bn_keeps_a_max_pool_cell_on_the_convs_scale():
         m(x)
         means[pool_bn] = float(jnp.abs(feats["f"].mean(0)).max())
     assert means[True] < 1e-3 and means[False] > 1.0, means
+
+
+def test_free_dropout_drops_only_the_parameter_free_candidates():
+    """``free_dropout`` (P-DARTS's op-level dropout, extended to pooling): in training the
+    skip's and the pool's outputs lose about the rate's share of their entries (the rest scaled
+    by 1/(1-p)), the conv's output and the mixture's other terms are untouched; evaluation
+    mode drops nothing."""
+    import jax.numpy as jnp
+
+    from fsjax import models
+    from fsjax.nn import dropout_key
+
+    prims = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+    m = models.create("darts_search", cells=3, channels=4, primitives=prims, free_dropout=0.5)
+    cell = m.cells[0]
+    assert cell.free == (False, True, True, False)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 4)), jnp.float32)
+    with dropout_key(jax.random.key(0)):
+        outs = [cell._op(0, j, x) for j in range(len(prims))]
+    ref = [cell.edges[0][j](x) for j in range(len(prims))]
+    np.testing.assert_array_equal(outs[3], ref[3])            # the conv: untouched
+    for j in (1, 2):                                          # pool and skip: dropped
+        dropped = np.asarray(outs[j] == 0) & np.asarray(ref[j] != 0)
+        assert 0.4 < dropped.mean() < 0.6
+        kept = ~np.asarray(outs[j] == 0)
+        np.testing.assert_allclose(np.asarray(outs[j])[kept], 2 * np.asarray(ref[j])[kept],
+                                   rtol=1e-6)
+    m.eval()
+    np.testing.assert_array_equal(cell._op(0, 2, x), x)       # evaluation: no dropout
+    with pytest.raises(ValueError, match="dropout rate"):
+        models.create("darts_search", cells=3, channels=4, primitives=prims, free_dropout=1.0)

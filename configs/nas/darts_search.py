@@ -18,7 +18,9 @@ to 0; ``dense``: the same supernet with dense convs (the DFS-vs-dense comparison
 ``python -m train.nas --workdir DIR --max-skips 2 --max-free 2`` (P-DARTS's cap of 2 skips,
 extended to every parameter-free op of the normal cell: this search collapses to max-pooling,
 which the skip cap does not touch). ``arch_lr=<lr>``: the
-architecture's Adam lr (default 6e-4). Measured (seed 0, DFS
+architecture's Adam lr (default 6e-4). ``free_drop=<p>``: dropout of rate p on the outputs of
+the parameter-free candidates while searching (P-DARTS's op-level dropout, extended from skips
+to pooling; default 0). Measured (seed 0, DFS
 supernet, revision 9e31b8d, docs/results.md "DFSNet NAS on the CPU"): 72 minutes on one core
 of the 2-core CPU next to the test suite on the other (5 epochs at 10-11 images/s, 2.4 min
 compile), peak host memory 5.7 GB; the searched cells still collapsed, to max-pooling this
@@ -58,10 +60,11 @@ def get_config(arg: str = "4"):
     if opts[0] != "cpu":
         c.conv.compression = float(opts[0])
         return c
-    bad = [o for o in opts[1:] if o != "dense" and not o.isdigit() and not _arch_lr(o)]
+    bad = [o for o in opts[1:] if o != "dense" and not o.isdigit()
+           and _opt(o, "arch_lr") is None and _opt(o, "free_drop") is None]
     if bad:
-        raise ValueError(f"darts_search.py:cpu options are 'dense', a seed and arch_lr=<lr > 0>;"
-                         f" got {bad[0]!r}")
+        raise ValueError(f"darts_search.py:cpu options are 'dense', a seed, arch_lr=<lr > 0> and"
+                         f" free_drop=<rate in [0, 1)>; got {bad[0]!r}")
     if "dense" in opts:
         c.conv.kind = "dense"
     c.seed = next((int(o) for o in opts[1:] if o.isdigit()), 0)
@@ -74,15 +77,18 @@ def get_config(arg: str = "4"):
     c.optimizer.lr = 0.05
     c.nas.warmup_epochs = 2.0
     c.nas.aux_skip = True
-    c.nas.arch_lr = next((_arch_lr(o) for o in opts[1:] if _arch_lr(o)), 6e-4)
+    c.nas.arch_lr = next((_opt(o, "arch_lr") for o in opts[1:] if _opt(o, "arch_lr")), 6e-4)
+    c.model_kw.free_dropout = next(
+        (_opt(o, "free_drop") for o in opts[1:] if _opt(o, "free_drop") is not None), 0.0)
     return c
 
 
-def _arch_lr(opt: str) -> float | None:
-    """``arch_lr=<lr>`` -> lr (a positive float), else None."""
+def _opt(opt: str, key: str) -> float | None:
+    """``<key>=<v>`` -> v if valid (arch_lr: > 0; free_drop: in [0, 1)), else None."""
     name, _, v = opt.partition("=")
     try:
-        lr = float(v) if name == "arch_lr" else 0.0
+        x = float(v) if name == key else None
     except ValueError:
         return None
-    return lr if lr > 0 else None
+    ok = x is not None and (0 <= x < 1 if key == "free_drop" else x > 0)
+    return x if ok else None

@@ -14,6 +14,9 @@ Options against DARTS's cost and its collapse to parameter-free ops:
 - ``aux_skip`` (DARTS-, Chu et al. 2021): a call argument, the weight of an extra identity
   added to every stride-1 edge; the trainer decays it from 1 to 0 over the search
   (``config.nas.aux_skip``), so skip connections no longer need to win through alpha.
+- ``free_dropout=p`` (P-DARTS's operation-level dropout, Chen et al. 2019, there on skips
+  only): dropout of rate ``p`` on the output of every parameter-free candidate (skips and
+  pooling) while training, so the supernet cannot lean on them while its convs are untrained.
 
 ``derive_genotype``: top-2 incoming edges per node, strongest non-'none' op, at most
 ``max_skips`` skip connections per cell (P-DARTS; None: no cap) and at most ``max_free``
@@ -174,7 +177,7 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 class SearchCell(nnx.Module):
     def __init__(self, f, name, c_pp, c_p, c, reduction, reduction_prev, rngs,
-                 primitives=PRIMITIVES, partial=1):
+                 primitives=PRIMITIVES, partial=1, free_dropout=0.0):
         if c % partial:
             raise ValueError(f"partial_channels={partial} must divide the cell's {c} channels")
         self.pre = _Preprocess(f, name, c_pp, c_p, c, reduction_prev, rngs, affine=False)
@@ -188,11 +191,17 @@ class SearchCell(nnx.Module):
                 strides.append(stride)
         self.edges = nnx.List(ops)
         self.strides = tuple(strides)
+        self.free = tuple(p != "none" and not _parametric(p) for p in primitives)
+        self.drop = Dropout(free_dropout) if free_dropout else None
+
+    def _op(self, e, j, x):
+        y = self.edges[e][j](x)
+        return self.drop(y) if self.drop is not None and self.free[j] else y
 
     def _edge(self, e, h, weights, aux_skip):
         k = self.partial
         part = h[..., :h.shape[-1] // k] if k > 1 else h
-        out = sum(weights[e, j] * op(part) for j, op in enumerate(self.edges[e]))
+        out = sum(weights[e, j] * self._op(e, j, part) for j in range(len(self.edges[e])))
         if k > 1:  # the other channels go past the ops
             rest = h[..., h.shape[-1] // k:]
             if self.strides[e] == 2:
@@ -227,12 +236,13 @@ def edge_softmax(beta: jax.Array) -> jax.Array:
 class DartsSearch(nnx.Module):
     """Supernet: ``cells`` cells (reductions at 1/3 and 2/3), ``channels`` initial channels;
     ``primitives``: the candidate ops (default: the DARTS set; a subset makes tiny tests fast);
-    ``partial_channels``, ``edge_norm``: PC-DARTS (module docstring). Call with ``aux_skip``
-    (a number, DARTS-'s auxiliary skip weight; None: none)."""
+    ``partial_channels``, ``edge_norm``: PC-DARTS; ``free_dropout``: P-DARTS's dropout on the
+    parameter-free candidates (module docstring). Call with ``aux_skip`` (a number, DARTS-'s
+    auxiliary skip weight; None: none)."""
 
     def __init__(self, num_classes, *, cells=8, channels=16, primitives=PRIMITIVES,
-                 partial_channels=1, edge_norm=False, in_channels=3, factory=ConvFactory(),
-                 rngs, **_):
+                 partial_channels=1, edge_norm=False, free_dropout=0.0, in_channels=3,
+                 factory=ConvFactory(), rngs, **_):
         primitives = tuple(primitives)
         bad = set(primitives) - set(PRIMITIVES)
         if bad or "none" not in primitives:
@@ -248,7 +258,7 @@ class DartsSearch(nnx.Module):
             if red:
                 cur *= 2
             cs.append(SearchCell(factory, f"cell{i}", c_pp, c_p, cur, red, red_prev, rngs,
-                                 primitives, partial_channels))
+                                 primitives, partial_channels, free_dropout))
             c_pp, c_p, red_prev = c_p, NODES * cur, red
         self.cells = nnx.List(cs)
         self.fc = classifier(factory, c_p, num_classes, rngs)
