@@ -12,6 +12,7 @@ from benchmarks import (
     input_pipeline,
     layers,
     own_loop,
+    profile_step,
     thinet_select,
     thinet_vgg,
     train_throughput,
@@ -21,7 +22,7 @@ BENCHMARKS = (("layers", layers), ("train_throughput", train_throughput),
               ("inference_latency", inference_latency), ("thinet_select", thinet_select),
               ("thinet_vgg", thinet_vgg), ("deploy_latency", deploy_latency),
               ("input_pipeline", input_pipeline), ("cpu_forms", cpu_forms),
-              ("own_loop", own_loop))
+              ("own_loop", own_loop), ("profile_step", profile_step))
 
 
 def main(argv=None):
