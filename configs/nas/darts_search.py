@@ -32,7 +32,10 @@ At 12,000 images (revision e939f09/0df1dd0, one core each, docs/results.md): see
 (0.77 device-hours, next to the test suite; peak host memory 5.3 GB), seed 1 61 min (next to
 tests and benchmarks on the other core), the dense supernet 45 min (4.9 GB): the <= 60 min
 budget holds on an unshared core. All three supernets still rank 3 of 8 normal-cell edges
-parametric (max-pooling leads); the derivation cap ``--max-free 2`` makes it 6 of 8.
+parametric (max-pooling leads); the derivation cap ``--max-free 2`` makes it 6 of 8. With
+``free_drop=0.5`` (seed 0, revision a0ab628, 53.5 min on one core next to a training run;
+5.7 GB): 5 of 8 ranked parametric in the normal cell (reduction 1 of 8), the first setting
+that moves the supernet itself; one seed so far, so not yet the default.
 """
 
 from train.configlib import base
