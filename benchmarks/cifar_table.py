@@ -138,6 +138,9 @@ FAST_JOBS = {
     "nas-search-alr": ((), _search("cpu,arch_lr=6e-3")),
     # P-DARTS's dropout on the parameter-free candidates (skips and pools), rate 0.5
     "nas-search-fdrop": ((), _search("cpu,free_drop=0.5")),
+    # its second seed, and the dense supernet with it (seed 0): is the remedy robust?
+    "nas-search-fdrop-s1": ((), _search("cpu,1,free_drop=0.5")),
+    "nas-search-fdrop-dense": ((), _search("cpu,dense,free_drop=0.5")),
     # the networks are trained from seed 1's genotype: seed 0's record was derived before
     # the cap on parameter-free ops, and is the collapsed cell
     "nas-eval": (("nas-search-s1",), _nas_eval("nas-search-s1")),
@@ -164,7 +167,7 @@ TABLES = {
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "nas-eval",
          "nas-eval-dense", "nas-eval-dsearch"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
-         "nas-search-alr", "nas-search-fdrop"),
+         "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense"),
         os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
         "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
 }
@@ -281,7 +284,9 @@ def _row(root: str, name: str) -> dict:
 
 # pairs of searches run at the same budget whose genotypes the report compares: two seeds of
 # the DFS supernet, and the DFS supernet against the dense one
-SAME_BUDGET_SEARCHES = (("nas-search-s0", "nas-search-s1"), ("nas-search-s1", "nas-search-dense"))
+SAME_BUDGET_SEARCHES = (("nas-search-s0", "nas-search-s1"), ("nas-search-s1", "nas-search-dense"),
+                        ("nas-search-fdrop", "nas-search-fdrop-s1"),
+                        ("nas-search-fdrop", "nas-search-fdrop-dense"))
 
 
 def _search_line(root: str, t: Table) -> str:
