@@ -36,8 +36,7 @@ def plot(runs: list[dict], out: str) -> str:
            for r in runs]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for x, y in pts:
-        ax.scatter(x, y, s=25)
+    colors = [ax.scatter(x, y, s=25).get_facecolor()[0] for x, y in pts]
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_size))
@@ -48,7 +47,7 @@ def plot(runs: list[dict], out: str) -> str:
     fig.canvas.draw()  # fixes limits and layout, so data -> pixel positions are final
     placed = []  # boxes of the labels so far, in points
     right = ax.get_window_extent().x1 * 72 / fig.dpi
-    for (x, y), r in zip(pts, runs, strict=True):
+    for (x, y), r, color in zip(pts, runs, colors, strict=True):
         text = r.get("label") or f"{r['model']} {r['conv']}"
         px, py = ax.transData.transform((x, y))
         w, h = 4.2 * len(text), 10.0  # a fontsize-7 label, in points, about
@@ -61,7 +60,10 @@ def plot(runs: list[dict], out: str) -> str:
                        for b in placed):
                 break
         placed.append(box)
-        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points")
+        # the label in its point's colour, and a leader line where it had to move away
+        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points",
+                    color=color, arrowprops=None if (dx, dy) == (3, 3) else dict(
+                        arrowstyle="-", lw=0.5, color=color, shrinkA=0, shrinkB=2))
     fx = [pts[i][0] for i in front]
     fy = [pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="k", lw=1, label="Pareto front")
