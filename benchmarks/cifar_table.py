@@ -128,24 +128,26 @@ FAST_JOBS = {
     "dfs4-s0": ((), _train(FAST, "dfs4")),
     # DFSNet NAS on the CPU: two seeds of the DFS-supernet search, a dense-supernet search at
     # the same budget, and the derived network trained with this table's recipe
-    "nas-search": ((), _search("cpu")),
+    "nas-search": ((), _search("cpu,free_drop=0")),
     # seed 0 again at the current budget (nas-search above read 16,000 images, derived without
     # the parameter-free cap and kept no architecture weights)
-    "nas-search-s0": ((), _search("cpu,0")),
-    "nas-search-s1": ((), _search("cpu,1")),
-    "nas-search-dense": ((), _search("cpu,dense")),
+    "nas-search-s0": ((), _search("cpu,0,free_drop=0")),
+    "nas-search-s1": ((), _search("cpu,1,free_drop=0")),
+    "nas-search-dense": ((), _search("cpu,dense,free_drop=0")),
     # the same search with a 10x architecture lr (the default's weights barely moved)
-    "nas-search-alr": ((), _search("cpu,arch_lr=6e-3")),
-    # P-DARTS's dropout on the parameter-free candidates (skips and pools), rate 0.5
+    "nas-search-alr": ((), _search("cpu,arch_lr=6e-3,free_drop=0")),
+    # P-DARTS's dropout on the parameter-free candidates (skips and pools), rate 0.5: the
+    # config's default since these two seeds (the searches above say free_drop=0, as they ran)
     "nas-search-fdrop": ((), _search("cpu,free_drop=0.5")),
     # its second seed, and the dense supernet with it (seed 0): is the remedy robust?
     "nas-search-fdrop-s1": ((), _search("cpu,1,free_drop=0.5")),
     "nas-search-fdrop-dense": ((), _search("cpu,dense,free_drop=0.5")),
-    # the networks are trained from seed 1's genotype: seed 0's record was derived before
-    # the cap on parameter-free ops, and is the collapsed cell
-    "nas-eval": (("nas-search-s1",), _nas_eval("nas-search-s1")),
-    "nas-eval-dense": (("nas-search-s1",), _nas_eval("nas-search-s1", "dense")),
-    "nas-eval-dsearch": (("nas-search-dense",), _nas_eval("nas-search-dense")),
+    # the networks are trained from the default search's genotype (free_drop 0.5, seed 1: 6 of
+    # 8 normal-cell edges parametric as ranked), with FS rho=4 and dense convs, and from the
+    # dense supernet's at the same settings (none of them has run to the end yet)
+    "nas-eval": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1")),
+    "nas-eval-dense": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "dense")),
+    "nas-eval-dsearch": (("nas-search-fdrop-dense",), _nas_eval("nas-search-fdrop-dense")),
     "fs2-s0": ((), _train(FAST, "fs2")),
     "fs8-s0": ((), _train(FAST, "fs8")),
     "wks4-s0": ((), _train(FAST, "wks4")),
