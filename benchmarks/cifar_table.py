@@ -142,6 +142,7 @@ FAST_JOBS = {
     # its second seed, and the dense supernet with it (seed 0): is the remedy robust?
     "nas-search-fdrop-s1": ((), _search("cpu,1,free_drop=0.5")),
     "nas-search-fdrop-dense": ((), _search("cpu,dense,free_drop=0.5")),
+    "nas-search-fdrop-s2": ((), _search("cpu,2,free_drop=0.5")),
     # the networks are trained from the default search's genotype (free_drop 0.5, seed 1: 6 of
     # 8 normal-cell edges parametric as ranked), with FS rho=4 and dense convs, and from the
     # dense supernet's at the same settings (none of them has run to the end yet)
@@ -169,7 +170,8 @@ TABLES = {
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "nas-eval",
          "nas-eval-dense", "nas-eval-dsearch"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
-         "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense"),
+         "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
+         "nas-search-fdrop-s2"),
         os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
         "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
 }
@@ -288,7 +290,8 @@ def _row(root: str, name: str) -> dict:
 # the DFS supernet, and the DFS supernet against the dense one
 SAME_BUDGET_SEARCHES = (("nas-search-s0", "nas-search-s1"), ("nas-search-s1", "nas-search-dense"),
                         ("nas-search-fdrop", "nas-search-fdrop-s1"),
-                        ("nas-search-fdrop", "nas-search-fdrop-dense"))
+                        ("nas-search-fdrop", "nas-search-fdrop-dense"),
+                        ("nas-search-fdrop-s1", "nas-search-fdrop-s2"))
 
 
 def _search_line(root: str, t: Table) -> str:
