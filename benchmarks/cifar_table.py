@@ -287,7 +287,7 @@ def _row(root: str, name: str) -> dict:
 
 
 # pairs of searches run at the same budget whose genotypes the report compares: two seeds of
-# the DFS supernet, and the DFS supernet against the dense one
+# the DFS supernet, and the DFS supernet against the dense one, without and with free_drop
 SAME_BUDGET_SEARCHES = (("nas-search-s0", "nas-search-s1"), ("nas-search-s1", "nas-search-dense"),
                         ("nas-search-fdrop", "nas-search-fdrop-s1"),
                         ("nas-search-fdrop", "nas-search-fdrop-dense"),

@@ -53,8 +53,9 @@ def plot(runs: list[dict], out: str) -> str:
         w, h = 4.2 * len(text), 10.0  # a fontsize-7 label, in points, about
         px, py = px * 72 / fig.dpi, py * 72 / fig.dpi  # pixels -> points
         # the first offset whose box overlaps no earlier label
-        for dx, dy in ((3, 3), (3, -11), (3, 14), (3, -22), (-w - 3, 3), (-w - 3, -11),
-                       (3, 25), (3, -33)):
+        offsets = ((3, 3), (3, -11), (3, 14), (3, -22), (-w - 3, 3), (-w - 3, -11), (3, 25),
+                   (3, -33))
+        for dx, dy in offsets:
             box = (px + dx, py + dy, px + dx + w, py + dy + h)
             if box[2] < right and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
                        for b in placed):
@@ -62,7 +63,7 @@ def plot(runs: list[dict], out: str) -> str:
         placed.append(box)
         # the label in its point's colour, and a leader line where it had to move away
         ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points",
-                    color=color, arrowprops=None if (dx, dy) == (3, 3) else dict(
+                    color=color, arrowprops=None if (dx, dy) == offsets[0] else dict(
                         arrowstyle="-", lw=0.5, color=color, shrinkA=0, shrinkB=2))
     fx = [pts[i][0] for i in front]
     fy = [pts[i][1] for i in front]
