@@ -147,3 +147,19 @@ def test_enospc_during_async_save(tmp_path, monkeypatch):
     for a, b in zip(jax.tree.leaves(params_of(ref, 3)), jax.tree.leaves(params_of(wd, 3)),
                     strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_arrays_counts_each_array_once_per_collection():
+    """The checker counts arrays (not elements) per collection, skips integer and empty arrays
+    and names DFS locations apart from the other parameters."""
+    from train import health
+
+    nan, inf = jnp.array([1.0, jnp.nan, jnp.nan]), jnp.full((2, 2), jnp.inf)
+    ts = dict(params=dict(a=nan, b=jnp.ones(3), c=dict(locations=inf), e=jnp.zeros((0, 4))),
+              stats=dict(mean=jnp.ones(2)), opt=(nan, inf, jnp.ones(1)),
+              step=jnp.asarray(3, jnp.int32))
+    assert health.nonfinite_arrays(ts) == {"parameters": 1, "DFS locations": 1,
+                                           "optimizer state": 2}
+    clean = jax.tree.map(jnp.nan_to_num, ts)
+    assert health.nonfinite_arrays(clean) == {}
+    assert health.nonfinite_arrays(dict(step=jnp.asarray(1))) == {}
