@@ -8,10 +8,20 @@ import jax
 import numpy as np
 import pytest
 
+from fsjax import ops
 from fsjax.models.darts import EDGES, PRIMITIVES, derive_genotype
 from tests.test_train_run import tiny_config
 from train.nas import derive
-from train.trainer import run
+from train.trainer import run as _run
+
+
+def run(c, workdir):
+    """The trainer, traced without fsjax's CPU-only program forms: a supernet has hundreds of
+    small ops, each form a ``platform_dependent`` whose tracing, linearization and compilation
+    doubled these tests' time (tiny dense search 200 -> 103 s on one core); the forms are
+    tested per op and in the other trainer tests."""
+    with ops.cpu_forms():
+        return _run(c, workdir)
 
 
 def test_derive_on_hand_made_alphas():
