@@ -8,7 +8,11 @@ small conv, so their MAC saving is kept; ThiNet-pruned models at their pruned wi
 
 int8 (``int8=True``): onnxruntime's static QDQ quantizer inserts QuantizeLinear /
 DequantizeLinear pairs: activations uint8 per tensor, scales from min/max over ``calibration``
-batches; weights int8 symmetric per output channel. The weights it rounds are the ones the
+batches; weights int8 symmetric per output channel, on 7 bits by default (``reduce_range``:
+onnxruntime's integer kernels on x86 CPUs without VNNI multiply uint8 by int8 with
+``vpmaddubsw``, whose 16-bit sums saturate; on the 2-core AVX2 development CPU a tiny net's
+int8 top-1 fell from 100% to 95.1% with 8-bit weights, and stayed at 100% with 7-bit ones or
+with the graph optimisations off). The weights it rounds are the ones the
 model holds: quantize the model with :func:`fsjax.quant.quantize_model` first (or train it
 with QAT) and the int8 file carries fsjax's quantized weights, re-rounded onto the symmetric
 int8 grid that ONNX's integer kernels need (the BatchNorm scale folded into each output
@@ -120,14 +124,16 @@ def _weight_change(float_proto, q_proto) -> float:
 
 def export_onnx(model: nnx.Module | Callable, input_shape, path: str, *, int8: bool = False,
                 calibration: np.ndarray | None = None, per_channel: bool = True,
-                fold: bool = True, meta: dict | None = None, calib_batch: int = 64) -> dict:
+                reduce_range: bool = True, fold: bool = True, meta: dict | None = None,
+                calib_batch: int = 64) -> dict:
     """Write ``model``'s eval-mode forward (an NNX module, or any function ``x -> logits``)
     as ONNX to ``path`` (input ``images``
     ``(batch, *input_shape)`` float32 normalised as in training, output ``logits``; batch
     dynamic). ``int8``: QDQ int8 with activation ranges from ``calibration`` (``(N,
-    *input_shape)``, a few training batches). ``meta`` goes into the file's metadata_props
-    (e.g. mean/std). Returns a dict: format, bytes, the folding info (and, int8, the
-    largest relative weight change of the int8 rounding)."""
+    *input_shape)``, a few training batches); ``reduce_range``: 7-bit weights (the default;
+    False for 8-bit weights where the int8 file runs only on VNNI or ARM CPUs). ``meta`` goes
+    into the file's metadata_props (e.g. mean/std). Returns a dict: format, bytes, the folding
+    info (and, int8, the largest relative weight change of the int8 rounding)."""
     _, onnx, _ = require()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 ONNX export needs calibration inputs (N, *input_shape): a few "
@@ -154,6 +160,7 @@ def export_onnx(model: nnx.Module | Callable, input_shape, path: str, *, int8: b
             quantize_static(pre, tmp, _Reader(np.asarray(calibration), calib_batch),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            reduce_range=reduce_range,
                             calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": False,
                                            "WeightSymmetric": True})
