@@ -373,6 +373,7 @@ def report(root: str, docs: str, t: Table = RESNET8) -> int:
     print("\nCommands (each row's run directory under --root):\n")
     print("\n".join(f"- {r['name']}: `{r['command']}`" for r in sorted(
         rows, key=lambda r: t.order.index(r["name"]))))
+    print("\n" + _front_line(rows))
     if _search_line(root, t):
         print("\n" + _search_line(root, t))
     if _reference_line(root, t):
@@ -386,6 +387,18 @@ def report(root: str, docs: str, t: Table = RESNET8) -> int:
     plot(_plot_points(rows), os.path.join(docs, t.pareto_png))
     curves(root, os.path.join(docs, t.curves_png), t)
     return 0
+
+
+def _front_line(rows: list[dict]) -> str:
+    """The rows on the plot's Pareto front (no other row is as small and more accurate), from
+    the smallest export up."""
+    from fsjax.report.pareto import pareto_front
+
+    pts = _plot_points(rows)
+    front = pareto_front([(p["export_bytes"], p["accuracy"]) for p in pts])
+    return "Pareto front (accuracy as plotted, with TTA where the row has it, vs export bytes): " + \
+        ", ".join(f"{pts[i]['label']} ({100 * pts[i]['accuracy']:.2f}%, "
+                  f"{pts[i]['export_bytes']:,} B)" for i in front)
 
 
 def _plot_points(rows: list[dict]) -> list[dict]:

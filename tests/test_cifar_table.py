@@ -109,6 +109,9 @@ def test_fast_table_reports_tta_beside_plain_accuracy(records, tmp_path, capsys)
     assert "| variant | top-1 % | top-1 % TTA | stored |" in out
     assert "| dense-s0 | 91.00 (90.00 / 92.00) | 92.00 (91.00 / 93.00) |" in out
     assert "| fs4-ptq8 | 88.00 | - |" in out
+    # fs4-ptq8 is as large as dense and less accurate: off the front
+    assert ("Pareto front (accuracy as plotted, with TTA where the row has it, vs export "
+            "bytes): dense (2-seed mean) (92.00%, 5,000 B)\n") in out
     assert "same airbench94-shaped network and recipe" in out and "(91.50% with TTA)" in out
     assert os.path.exists(tmp_path / "docs" / "cifar_fast_pareto.png")
     # dense-s0 is recorded but runs again: thinet50 and small need its checkpoint
@@ -137,3 +140,10 @@ def test_the_plot_shows_a_two_seed_row_at_its_mean(records):
     pts = {p["label"]: p["accuracy"] for p in t._plot_points(rows)}
     assert pts == {"dense (2-seed mean)": pytest.approx(0.93), "fs4-s1": 0.80, "thinet50": 0.85}
     assert "| fs4-s1 | 80.00 |" in t.format_table(rows, _table(records))  # no seed 0: shown
+
+
+def test_front_line_names_the_rows_no_smaller_row_beats():
+    rows = [dict(_row("fs8-s0", 0.80, tta_accuracy=0.81), export_bytes=1000),
+            dict(_row("fs2-s0", 0.85), export_bytes=3000),     # no TTA: plain accuracy
+            dict(_row("fs4-s0", 0.86, tta_accuracy=0.88), export_bytes=2000)]
+    assert t._front_line(rows).endswith(": fs8-s0 (81.00%, 1,000 B), fs4-s0 (88.00%, 2,000 B)")
