@@ -2,7 +2,8 @@
 
 ``run(jobs, root, lanes, only)``: ``jobs`` maps a name to ``(inputs, command)``; a job starts
 once its inputs are done, pinned to its own core with single-threaded XLA (on the 2-core
-machine two such runs give 1.4x the images/s of one run on both cores). The command's
+machine two such runs give 1.4x the images/s of one run on both cores); with ``lanes=1`` the
+one job runs unpinned on every core, for a job the others wait on. The command's
 ``{root}`` is filled in and ``--workdir ROOT/NAME`` appended unless it names ``{workdir}``
 itself. A finished job is marked by ``ROOT/NAME/DONE.json`` (command, revisions:
 ``ROOT/NAME/REVISIONS`` has a line per start) and skipped on re-run; an interrupted one resumes
@@ -60,9 +61,17 @@ def _command(jobs, root, name) -> list[str]:
     return cmd if own else cmd + ["--workdir", workdir]
 
 
+def _env(core) -> dict:
+    """A pinned job's XLA runs single-threaded on its core; a lone lane (``core`` None) keeps
+    XLA's threads for every core."""
+    if core is None:
+        return dict(os.environ)
+    return dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                                       " --xla_cpu_multi_thread_eigen=false").strip())
+
+
 def _start(jobs, root, name, core):
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                                      " --xla_cpu_multi_thread_eigen=false").strip())
+    env = _env(core)
     log = open(os.path.join(root, f"{name}.log"), "a")
     cmd = _command(jobs, root, name)
     os.makedirs(os.path.join(root, name), exist_ok=True)
@@ -141,7 +150,8 @@ def main(argv, prog: str, doc: str, jobs: dict, root: str, report, pending=None,
     ap = argparse.ArgumentParser(prog=prog, description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=root)
-    ap.add_argument("--lanes", type=int, default=2, help="jobs at a time (one core each)")
+    ap.add_argument("--lanes", type=int, default=2,
+                    help="jobs at a time (one core each; 1: one job on every core)")
     ap.add_argument("--only", default="", help="comma-separated job names (default: all)")
     ap.add_argument("--report", action="store_true", help="report the finished jobs")
     ap.add_argument("--docs", default="docs", help="--report: where the PNGs go")

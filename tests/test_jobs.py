@@ -34,3 +34,9 @@ def test_jobs_run_in_order_mark_done_and_skip_on_rerun(tmp_path, capsys):
     assert "start" not in capsys.readouterr().out
     assert jobs.run(table, root, lanes=1, only=["zz"]) == 2
     assert "unknown job(s) zz; valid: a, b, c, d, e" in capsys.readouterr().err
+
+
+def test_pinned_jobs_run_single_threaded_xla_a_lone_lane_does_not(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    assert jobs._env(0)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false"
+    assert jobs._env(None)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
