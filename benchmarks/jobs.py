@@ -1,9 +1,10 @@
 """Run a set of training jobs a few at a time, one CPU core each, resumable.
 
 ``run(jobs, root, lanes, only)``: ``jobs`` maps a name to ``(inputs, command)``; a job starts
-once its inputs are done, pinned to its own core with single-threaded XLA (on the 2-core
-machine two such runs give 1.4x the images/s of one run on both cores); with ``lanes=1`` the
-one job runs unpinned on every core, for a job the others wait on. The command's
+once its inputs are done, pinned to its own core with single-threaded XLA; with ``lanes=1``
+the one job runs unpinned on every core, for a job the others wait on (the fast CIFAR network
+on the 2-core machine: 191 images/s alone on both cores, 87-137 pinned to one core next to
+another job). The command's
 ``{root}`` is filled in and ``--workdir ROOT/NAME`` appended unless it names ``{workdir}``
 itself. A finished job is marked by ``ROOT/NAME/DONE.json`` (command, revisions:
 ``ROOT/NAME/REVISIONS`` has a line per start) and skipped on re-run; an interrupted one resumes
