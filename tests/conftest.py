@@ -1,20 +1,54 @@
+import glob
+import json
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tests never write into the user's TFDS data dir or cache
 os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="fsjax-tfds-")
 os.environ["FSJAX_CACHE"] = tempfile.mkdtemp(prefix="fsjax-cache-")
-# one XLA compilation cache for the whole run, shared by the xdist workers and the processes the
-# tests start (resume after kill, multi-process): many tests compile the same programs (a
-# model's step in several tests, a job resumed in a new process), and XLA:CPU compiles of the
-# larger ones take tens of seconds. The cache's key covers the program and the compile options,
-# so a test that changes either still compiles; a fresh directory per run, never the user's.
-_run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(), f"fsjax-xla-cache-{_run_id}") if _run_id
-    else tempfile.mkdtemp(prefix="fsjax-xla-cache-"))
+# one XLA compilation cache for the whole run: made here in pytest's main process, inherited by
+# the xdist workers and the processes the tests start (resume after kill, multi-process). Many
+# tests compile the same programs (a model's step in several tests, a job resumed in a new
+# process), and XLA:CPU compiles of the larger ones take tens of seconds. The cache's key covers
+# the program and the compile options, so a test that changes either still compiles. A fresh
+# directory per run unless JAX_COMPILATION_CACHE_DIR is set; the summary says what it saved.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # made by this process
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fsjax-xla-cache-")
+_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 import jax  # noqa: E402
+import jax.monitoring  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+_SAVED = {"hits": 0, "seconds": 0.0}
+
+
+def _on_duration(event, seconds, **_):
+    if event == "/jax/compilation_cache/compile_time_saved_sec":
+        _SAVED["hits"] += 1
+        _SAVED["seconds"] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(os.path.join(_CACHE, f"saved-{worker}.json"), "w") as f:
+        json.dump(_SAVED, f)
+
+
+def pytest_terminal_summary(terminalreporter):
+    saved = [json.load(open(p)) for p in glob.glob(os.path.join(_CACHE, "saved-*.json"))]
+    terminalreporter.write_line(
+        f"XLA compilation cache ({_CACHE}): {sum(s['hits'] for s in saved)} hits in the test "
+        f"processes, {sum(s['seconds'] for s in saved):.0f} s of compiling saved")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:  # pytest's main process: the run's cache goes with it
+        shutil.rmtree(_CACHE, ignore_errors=True)
