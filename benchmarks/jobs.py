@@ -146,8 +146,8 @@ def run(jobs: dict, root: str, lanes: int, only: list[str] | None = None,
 def main(argv, prog: str, doc: str, jobs: dict, root: str, report, pending=None,
          on_done=None) -> int:
     """The command line of a job table: run its jobs, or ``--report`` them
-    (``report(root, docs) -> exit code``). ``pending(root)``, if given, names the jobs to run
-    when ``--only`` does not; ``on_done`` goes to :func:`run`."""
+    (``report(root, docs) -> exit code``). ``pending(root)``, if given, is called before any
+    run and names the jobs to run when ``--only`` does not; ``on_done`` goes to :func:`run`."""
     ap = argparse.ArgumentParser(prog=prog, description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=root)
@@ -159,7 +159,10 @@ def main(argv, prog: str, doc: str, jobs: dict, root: str, report, pending=None,
     a = ap.parse_args(argv)
     if a.report:
         return report(a.root, a.docs)
-    only = [n for n in a.only.split(",") if n] or (pending(a.root) if pending else None)
+    # pending() runs with --only too: it also puts back what a job needs from the records (a
+    # recorded search's genotype for its network)
+    todo = pending(a.root) if pending else None
+    only = [n for n in a.only.split(",") if n] or todo
     if only == []:
         print("all done")
         return 0

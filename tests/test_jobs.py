@@ -40,3 +40,19 @@ def test_pinned_jobs_run_single_threaded_xla_a_lone_lane_does_not(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     assert jobs._env(0)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false"
     assert jobs._env(None)["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
+
+
+def test_main_calls_pending_with_only_too(tmp_path):
+    """pending() restores what jobs need from the records (a search's genotype), so it runs
+    before an --only run as well; --only still picks the jobs."""
+    calls = []
+
+    def pending(root):
+        calls.append(root)
+        return ["a", "b"]
+
+    table = {"a": ((), [sys.executable, "-c", "pass"]), "b": ((), [sys.executable, "-c", "pass"])}
+    root = str(tmp_path)
+    assert jobs.main(["--root", root, "--only", "b", "--lanes", "1"], "prog", "", table, root,
+                     None, pending) == 0
+    assert calls == [root] and jobs.done(root, "b") and not jobs.done(root, "a")
