@@ -379,28 +379,26 @@ def report(root: str, docs: str, t: Table = RESNET8) -> int:
     print("\nCommands (each row's run directory under --root):\n")
     print("\n".join(f"- {r['name']}: `{r['command']}`" for r in sorted(
         rows, key=lambda r: t.order.index(r["name"]))))
-    print("\n" + _front_line(rows))
-    if _search_line(root, t):
-        print("\n" + _search_line(root, t))
-    if _reference_line(root, t):
-        print("\n" + _reference_line(root, t))
+    points = _plot_points(rows)
+    for line in (_front_line(points), _search_line(root, t), _reference_line(root, t)):
+        if line:
+            print("\n" + line)
     missing = [n for n in t.jobs if not jobs.done(root, n) and not recorded(n, t)]
     if missing:
         print(f"\nnot finished: {', '.join(missing)}")
     os.makedirs(docs, exist_ok=True)
     from fsjax.report.pareto import plot
 
-    plot(_plot_points(rows), os.path.join(docs, t.pareto_png))
+    plot(points, os.path.join(docs, t.pareto_png))
     curves(root, os.path.join(docs, t.curves_png), t)
     return 0
 
 
-def _front_line(rows: list[dict]) -> str:
-    """The rows on the plot's Pareto front (no other row is as small and more accurate), from
-    the smallest export up."""
+def _front_line(pts: list[dict]) -> str:
+    """The points of :func:`_plot_points` on the plot's Pareto front (no other is as small and
+    more accurate), from the smallest export up."""
     from fsjax.report.pareto import pareto_front
 
-    pts = _plot_points(rows)
     front = pareto_front([(p["export_bytes"], p["accuracy"]) for p in pts])
     return "Pareto front (accuracy as plotted, with TTA where the row has it, vs export bytes): " + \
         ", ".join(f"{pts[i]['label']} ({100 * pts[i]['accuracy']:.2f}%, "

@@ -146,4 +146,5 @@ def test_front_line_names_the_rows_no_smaller_row_beats():
     rows = [dict(_row("fs8-s0", 0.80, tta_accuracy=0.81), export_bytes=1000),
             dict(_row("fs2-s0", 0.85), export_bytes=3000),     # no TTA: plain accuracy
             dict(_row("fs4-s0", 0.86, tta_accuracy=0.88), export_bytes=2000)]
-    assert t._front_line(rows).endswith(": fs8-s0 (81.00%, 1,000 B), fs4-s0 (88.00%, 2,000 B)")
+    assert t._front_line(t._plot_points(rows)).endswith(
+        ": fs8-s0 (81.00%, 1,000 B), fs4-s0 (88.00%, 2,000 B)")
