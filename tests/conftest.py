@@ -1,5 +1,3 @@
-import glob
-import json
 import os
 import shutil
 import tempfile
@@ -21,6 +19,7 @@ _CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 import jax  # noqa: E402
 import jax.monitoring  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -37,16 +36,21 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 
 def pytest_sessionfinish(session):
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with open(os.path.join(_CACHE, f"saved-{worker}.json"), "w") as f:
-        json.dump(_SAVED, f)
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its counts to the main process
+        session.config.workeroutput["xla_cache_saved"] = dict(_SAVED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):  # xdist, in the main process: a worker's counts
+    saved = getattr(node, "workeroutput", {}).get("xla_cache_saved", {})
+    _SAVED["hits"] += saved.get("hits", 0)
+    _SAVED["seconds"] += saved.get("seconds", 0.0)
 
 
 def pytest_terminal_summary(terminalreporter):
-    saved = [json.load(open(p)) for p in glob.glob(os.path.join(_CACHE, "saved-*.json"))]
     terminalreporter.write_line(
-        f"XLA compilation cache ({_CACHE}): {sum(s['hits'] for s in saved)} hits in the test "
-        f"processes, {sum(s['seconds'] for s in saved):.0f} s of compiling saved")
+        f"XLA compilation cache ({_CACHE}): {_SAVED['hits']} hits in the test processes, "
+        f"{_SAVED['seconds']:.0f} s of compiling saved")
 
 
 def pytest_unconfigure(config):
