@@ -159,6 +159,7 @@ FAST_JOBS = {
     "dense-no-lookahead": ((), _train(FAST, "dense") + ["--config.lookahead.every=0"]),
     "dense-no-smoothing": ((), _train(FAST, "dense") + ["--config.label_smoothing=0.0"]),
     "dense-random-flip": ((), _train(FAST, "dense") + ["--config.augment.alternate_flip=False"]),
+    "dense-no-whiten": ((), _train(FAST, "dense", "0,no-whiten")),
     "fs4-s1": ((), _train(FAST, "fs4", 1)),
 }
 
@@ -173,7 +174,7 @@ TABLES = {
         "fast", FAST_JOBS,
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "dense-no-lookahead",
-         "dense-no-smoothing", "dense-random-flip", "nas-eval",
+         "dense-no-smoothing", "dense-random-flip", "dense-no-whiten", "nas-eval",
          "nas-eval-dense", "nas-eval-dsearch"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",

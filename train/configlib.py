@@ -200,7 +200,8 @@ KEYS = (
     K("tta", 0, "test-time augmentation of the final evaluation (reported beside the plain "
       "accuracy): 0 none | 1 mirror | 2 mirror + 1-pixel translations", Int(0, 2, "0, 1 or 2")),
     K("data_init_examples", 5000, "training images that data-dependent initialisers see "
-      "(airbench's whitening conv)", Int(1)),
+      "(airbench's whitening conv); 0: none, the model keeps its random init",
+      Int(0, text="an int >= 0 (0: no data-dependent init)")),
     K("compute_dtype", "auto", "auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16",
       Choice(DTYPES)),
     K("on_device", "auto", "keep the data set on the device: auto | True | False",

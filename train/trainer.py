@@ -241,7 +241,7 @@ def _initialise(c, ds, model) -> None:
     """A new run's model before training: data-dependent initialisers (e.g. airbench's
     whitening conv), then ``config.init_from`` (a dense run, projected) and
     ``config.init_weights`` (an export)."""
-    if hasattr(model, "init_from_data"):
+    if hasattr(model, "init_from_data") and c.get("data_init_examples", 5000) > 0:
         model.init_from_data(_init_images(c, ds))
     if c.init_from:
         _init_from_dense(model, c.init_from)
