@@ -148,3 +148,30 @@ def test_front_line_names_the_rows_no_smaller_row_beats():
             dict(_row("fs4-s0", 0.86, tta_accuracy=0.88), export_bytes=2000)]
     assert t._front_line(t._plot_points(rows)).endswith(
         ": fs8-s0 (81.00%, 1,000 B), fs4-s0 (88.00%, 2,000 B)")
+
+
+@pytest.mark.parametrize("table", sorted(t.TABLES))
+def test_every_training_job_parses_to_a_valid_config(table, tmp_path, monkeypatch):
+    """Each train.main / train.compress job's --config and overrides load and validate (a
+    misspelt key or value in a job would otherwise surface hours into a table run). NAS
+    networks need their search's genotype.json and are left to tests/test_nas.py."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from train import configlib
+
+    checked = 0
+    for name, (_, cmd) in t.TABLES[table].jobs.items():
+        if "-m" not in cmd or cmd[cmd.index("-m") + 1] not in ("train.main", "train.compress"):
+            continue
+        args = [a.format(root=tmp_path, workdir=tmp_path / name) for a in cmd[cmd.index("-m") + 2:]]
+        if any("darts," in a for a in args):
+            continue
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+        flags.DEFINE_string("workdir", None, "", flag_values=fv)
+        monkeypatch.setattr("sys.argv", ["prog", *args])  # ml_collections reads overrides there
+        fv(["prog", *args])
+        configlib.validate(fv.config)
+        checked += 1
+    assert checked >= 10, f"only {checked} jobs of table {table} were checked"
