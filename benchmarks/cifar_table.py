@@ -161,6 +161,9 @@ FAST_JOBS = {
     "dense-random-flip": ((), _train(FAST, "dense") + ["--config.augment.alternate_flip=False"]),
     "dense-no-whiten": ((), _train(FAST, "dense", "0,no-whiten")),
     "fs4-s1": ((), _train(FAST, "fs4", 1)),
+    # the FS gap at twice the schedule (each about 90 minutes alone on both cores)
+    "dense-20ep": ((), _train(FAST, "dense", "0,epochs=20")),
+    "fs4-20ep": ((), _train(FAST, "fs4", "0,epochs=20")),
     # a hand-designed network of the NAS network's size (10,296 stored weights, 41 KB):
     # the fast network at widths 16/32/32 with FS rho=4, the same recipe
     "fs4-narrow": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(16,32,32)"]),
@@ -178,7 +181,7 @@ TABLES = {
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "fs4-narrow",
          "dense-no-lookahead", "dense-no-smoothing", "dense-random-flip", "dense-no-whiten",
-         "nas-eval", "nas-eval-dense", "nas-eval-dsearch"),
+         "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
          "nas-search-fdrop-s2"),

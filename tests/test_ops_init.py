@@ -119,5 +119,8 @@ def test_no_data_init_keeps_the_random_whitening_conv():
             raise AssertionError("init_from_data ran with data_init_examples = 0")
 
     trainer._initialise(c, None, Model())
-    with pytest.raises(ValueError, match="unknown ablation 'no-bn'"):
+    c = fast.get_config("dfs4,1,epochs=20")
+    assert (c.num_epochs, c.locations.freeze_epoch) == (20, 18)
+    assert c.schedule.warmup_epochs == pytest.approx(4.6)
+    with pytest.raises(ValueError, match="unknown option 'no-bn'"):
         fast.get_config("dense,0,no-bn")

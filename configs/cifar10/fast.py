@@ -1,11 +1,12 @@
 """The fast CIFAR-10 network and recipe (airbench94, arXiv 2404.00498): every conv kind on it.
 
-``configs/cifar10/fast.py:<variant>[,<seed>[,no-whiten]]`` with variant dense, fs<rho>, dfs<rho>,
-ks<g> or wks<g> (configs/variants.py; seed 0 by default; ``no-whiten``, an ablation: the
-whitening conv keeps its random init and trains like the other convs);
-``compress,<step>[,<step>...]`` is the dense recipe with ``train.compress`` steps
-(``thinet:0.5``, ``fs:4``, ``quant:8``, ...) that each
-fine-tune ``FINETUNE_EPOCHS`` epochs with the same recipe at ``FINETUNE_LR`` of its lr;
+``configs/cifar10/fast.py:<variant>[,<seed>[,<option>...]]`` with variant dense, fs<rho>,
+dfs<rho>, ks<g> or wks<g> (configs/variants.py; seed 0 by default); options: ``no-whiten`` (an
+ablation: the whitening conv keeps its random init and trains like the other convs) and
+``epochs=<n>`` (the schedule stretched to n epochs: warm-up 23%, DFS locations frozen for the
+last 2); ``compress,<step>[,<step>...]`` is the dense recipe with ``train.compress`` steps
+(``thinet:0.5``, ``fs:4``, ``quant:8``, ...) that each fine-tune ``FINETUNE_EPOCHS`` epochs with
+the same recipe at ``FINETUNE_LR`` of its lr;
 ``darts,<genotype.json>[,<variant>]`` trains a DFSNet-NAS genotype (``python -m train.nas``)
 with this recipe (label smoothing, lookahead, TTA, schedule, augmentation; lr ``NAS_LR``, no
 BatchNorm lr boost): a DARTS evaluation network of ``NAS_CELLS`` cells and ``NAS_CHANNELS``
@@ -77,16 +78,22 @@ def get_config(arg: str = "dense"):
         c = get_config("dense")
         return add_compress(c, tuple(rest.split(",")), FINETUNE_EPOCHS,
                             FINETUNE_LR * c.optimizer.lr)
-    seed, _, ablation = rest.partition(",")
-    if ablation not in ("", "no-whiten"):
-        raise ValueError(f"fast.py: unknown ablation {ablation!r} in {arg!r}; valid: no-whiten "
-                         f"(e.g. fast.py:dense,0,no-whiten)")
+    seed, *options = rest.split(",")
+    epochs, no_whiten = EPOCHS, False
+    for opt in options:
+        if opt == "no-whiten":
+            no_whiten = True
+        elif opt.startswith("epochs=") and opt[7:].isdigit() and int(opt[7:]) >= 3:
+            epochs = int(opt[7:])
+        else:
+            raise ValueError(f"fast.py: unknown option {opt!r} in {arg!r}; valid: no-whiten, "
+                             f"epochs=<int >= 3> (e.g. fast.py:dense,0,no-whiten,epochs=20)")
     c = base()
     c.dataset = "cifar10"
     c.model = "airbench"
     apply_variant(c, variant or "dense")
     c.seed = int(seed or 0)
-    c.num_epochs = EPOCHS
+    c.num_epochs = epochs
     c.batch_size = 1024
     c.eval_batch_size = 1000
     c.label_smoothing = 0.2
@@ -98,11 +105,11 @@ def get_config(arg: str = "dense"):
     c.optimizer.weight_decay = WD_DECOUPLED / LR_DECOUPLED
     c.optimizer.norm_lr_scale = 64.0
     c.optimizer.frozen = {"whiten/kernel": 0, "whiten/bias": 3}
-    if ablation == "no-whiten":  # the whitening conv from its random init, trained throughout
+    if no_whiten:  # the whitening conv from its random init, trained throughout
         c.data_init_examples = 0
         c.optimizer.frozen = {"whiten/bias": 3}
     c.schedule.name = "linear"
-    c.schedule.warmup_epochs = 0.23 * EPOCHS
+    c.schedule.warmup_epochs = 0.23 * epochs
     c.schedule.warmup_start_fraction = 0.2
     c.schedule.final_lr_fraction = 0.07
     c.lookahead.every = 5
@@ -112,5 +119,5 @@ def get_config(arg: str = "dense"):
     c.augment.alternate_flip = True
     c.tta = 2
     if c.conv.kind == "dfs":  # DFSNet: locations learned, rounded to FS for the last epochs
-        c.locations.freeze_epoch = EPOCHS - 2
+        c.locations.freeze_epoch = epochs - 2
     return c
