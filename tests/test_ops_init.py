@@ -104,9 +104,10 @@ def test_airbench_init_from_data_loads_the_whitening_kernel():
         m.init_from_data(x)
 
 
-def test_no_data_init_keeps_the_random_whitening_conv():
+def test_fast_config_options_no_whiten_and_epochs():
     """config.data_init_examples = 0 (fast.py's no-whiten ablation) skips init_from_data and
-    trains the whitening kernel; the recipe itself freezes it."""
+    trains the whitening kernel (the recipe itself freezes it); epochs=<n> stretches the
+    schedule; an unknown option is refused."""
     from configs.cifar10 import fast
     from train import trainer
 
