@@ -46,6 +46,9 @@ class Table:
     pareto_png: str
     curves_png: str
     network: str  # for titles: "ResNet-8", ...
+    # (row, base row) pairs: recipe ablations, reported as differences from their base and
+    # left off the accuracy-vs-bytes plot (they are not compression methods)
+    ablations: tuple = ()
 
     def record_path(self, name: str) -> str:
         return os.path.join(self.records, f"{name}.json")
@@ -186,7 +189,10 @@ TABLES = {
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
          "nas-search-fdrop-s2"),
         os.path.join(RECORDS_DIR, "cifar_fast"), "runs/fast",
-        "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network"),
+        "cifar_fast_pareto.png", "cifar_fast_curves.png", "airbench94-shaped network",
+        (("dense-no-lookahead", "dense-s0"), ("dense-no-smoothing", "dense-s0"),
+         ("dense-random-flip", "dense-s0"), ("dense-no-whiten", "dense-s0"),
+         ("dense-20ep", "dense-s0"), ("fs4-20ep", "fs4-s0"))),
 }
 RESNET8 = TABLES["resnet8"]
 # the ResNet-8 table's names, as before the fast table existed
@@ -386,8 +392,10 @@ def report(root: str, docs: str, t: Table = RESNET8) -> int:
     print("\nCommands (each row's run directory under --root):\n")
     print("\n".join(f"- {r['name']}: `{r['command']}`" for r in sorted(
         rows, key=lambda r: t.order.index(r["name"]))))
-    points = _plot_points(rows)
-    for line in (_front_line(points), _search_line(root, t), _reference_line(root, t)):
+    ablated = {a for a, _ in t.ablations}
+    points = _plot_points([r for r in rows if r["name"] not in ablated])
+    for line in (_front_line(points), _ablation_line(rows, t), _search_line(root, t),
+                 _reference_line(root, t)):
         if line:
             print("\n" + line)
     missing = [n for n in t.jobs if not jobs.done(root, n) and not recorded(n, t)]
@@ -410,6 +418,28 @@ def _front_line(pts: list[dict]) -> str:
     return "Pareto front (accuracy as plotted, with TTA where the row has it, vs export bytes): " + \
         ", ".join(f"{pts[i]['label']} ({100 * pts[i]['accuracy']:.2f}%, "
                   f"{pts[i]['export_bytes']:,} B)" for i in front)
+
+
+def _ablation_line(rows: list[dict], t: Table) -> str:
+    """Each finished ablation's top-1 minus its base row's (the same seed), with TTA beside,
+    and how far the base's two seeds are apart (the noise these differences sit in)."""
+    by = {r["name"]: r for r in rows}
+    diffs, spreads = [], {}
+    for name, base in t.ablations:
+        if name in by and base in by:
+            a, b = by[name], by[base]
+            d = f"{name} {100 * (a['accuracy'] - b['accuracy']):+.2f}"
+            if a.get("tta_accuracy") is not None and b.get("tta_accuracy") is not None:
+                d += f" ({100 * (a['tta_accuracy'] - b['tta_accuracy']):+.2f} with TTA)"
+            diffs.append(f"{d} vs {base}")
+            twin = by.get(base[:-1] + "1") if base.endswith("-s0") else None
+            if twin:
+                spreads[base[:-3]] = abs(100 * (twin["accuracy"] - b["accuracy"]))
+    if not diffs:
+        return ""
+    noise = "".join(f"; {n}'s two seeds are {v:.2f} apart" for n, v in spreads.items())
+    return ("Recipe ablations, points of top-1 against their base row (one seed each"
+            f"{noise}): " + "; ".join(diffs))
 
 
 def _plot_points(rows: list[dict]) -> list[dict]:

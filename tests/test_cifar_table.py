@@ -100,6 +100,9 @@ def test_fast_table_reports_tta_beside_plain_accuracy(records, tmp_path, capsys)
     _put(records, "dense-s0", _row("dense-s0", 0.90, tta_accuracy=0.91))
     _put(records, "dense-s1", _row("dense-s1", 0.92, tta_accuracy=0.93))
     _put(records, "fs4-ptq8", _row("fs4-ptq8", 0.88))  # a row without a TTA figure
+    # an ablation: reported against dense-s0, and not a point of the plot (else on the front)
+    _put(records, "dense-no-smoothing", dict(_row("dense-no-smoothing", 0.8975, tta_accuracy=0.93),
+                                             export_bytes=10))
     root = tmp_path / "runs"
     _done(root, "torch-dense", {"results.json": json.dumps(dict(
         framework="torch 2.13", accuracy=0.905, tta_accuracy=0.915, epochs=10, threads=1,
@@ -113,10 +116,15 @@ def test_fast_table_reports_tta_beside_plain_accuracy(records, tmp_path, capsys)
     assert ("Pareto front (accuracy as plotted, with TTA where the row has it, vs export "
             "bytes): dense (2-seed mean) (92.00%, 5,000 B)\n") in out
     assert "same airbench94-shaped network and recipe" in out and "(91.50% with TTA)" in out
+    assert ("Recipe ablations, points of top-1 against their base row (one seed each; dense's "
+            "two seeds are 2.00 apart): dense-no-smoothing -0.25 (+2.00 with TTA) vs dense-s0"
+            ) in out
+    assert "| dense-no-smoothing | 89.75 | 93.00 |" in out
     assert os.path.exists(tmp_path / "docs" / "cifar_fast_pareto.png")
     # dense-s0 is recorded but runs again: thinet50 and small need its checkpoint
     assert t.pending(str(root), tb) == [n for n in t.FAST_JOBS
-                                        if n not in ("fs4-ptq8", "torch-dense", "dense-s1")]
+                                        if n not in ("fs4-ptq8", "torch-dense", "dense-s1",
+                                                     "dense-no-smoothing")]
 
 
 def test_fast_report_gives_the_overlap_of_two_seeds_searches(records, tmp_path, capsys):
