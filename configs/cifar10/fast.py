@@ -39,8 +39,10 @@ Command (the whole table, resumable: ``python -m benchmarks.cifar_table --table 
 
 Cost and result: dense 89.67% top-1, 90.61% with TTA (mean of two seeds; PyTorch, same
 network and recipe: 89.85% / 90.60%); 44 minutes alone on both cores of the 2-core CPU (191
-images/s), 78-90 minutes pinned to one core. Every row: docs/results.md ("CIFAR-10, the fast
-network").
+images/s), 78-90 minutes pinned to one core. ``no-whiten``: 88.76% / 89.89% (seed 0, -1.11 /
+-0.76 points; 44 min). ``darts`` on the fdrop-s1 genotype, FS rho=4 (12,486 stored weights,
+15.1M MACs): 67.60% / 69.91%, 76 minutes alone on both cores (119 images/s). Every row:
+docs/results.md ("CIFAR-10, the fast network").
 """
 
 from configs.compress.models import add_compress
