@@ -148,10 +148,14 @@ FAST_JOBS = {
     "nas-search-fdrop-s2": ((), _search("cpu,2,free_drop=0.5")),
     # the networks are trained from the default search's genotype (free_drop 0.5, seed 1: 6 of
     # 8 normal-cell edges parametric as ranked), with FS rho=4 and dense convs, and from the
-    # dense supernet's at the same settings (none of them has run to the end yet)
+    # dense supernet's at the same settings (nas-eval ran: 67.60%, 76 min alone on both cores;
+    # below fs4-narrow, the hand-designed network of its size)
     "nas-eval": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1")),
     "nas-eval-dense": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "dense")),
     "nas-eval-dsearch": (("nas-search-fdrop-dense",), _nas_eval("nas-search-fdrop-dense")),
+    # the same genotype at 5 cells (three normal cells instead of one; 38,454 stored weights,
+    # 25.6M MACs; about 2 hours alone on both cores by nas-eval's speed), against fs4-w32
+    "nas-eval-5c": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "fs4,cells=5")),
     "fs2-s0": ((), _train(FAST, "fs2")),
     "fs8-s0": ((), _train(FAST, "fs8")),
     "wks4-s0": ((), _train(FAST, "wks4")),
@@ -170,6 +174,8 @@ FAST_JOBS = {
     # a hand-designed network of the NAS network's size (10,296 stored weights, 41 KB):
     # the fast network at widths 16/32/32 with FS rho=4, the same recipe
     "fs4-narrow": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(16,32,32)"]),
+    # ... and of nas-eval-5c's size (37,560 stored weights, 17.1M MACs): widths 32/64/64
+    "fs4-w32": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(32,64,64)"]),
 }
 
 TABLES = {
@@ -183,8 +189,9 @@ TABLES = {
         "fast", FAST_JOBS,
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "fs4-narrow",
-         "dense-no-lookahead", "dense-no-smoothing", "dense-random-flip", "dense-no-whiten",
-         "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch"),
+         "fs4-w32", "dense-no-lookahead", "dense-no-smoothing", "dense-random-flip", "dense-no-whiten",
+         "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch",
+         "nas-eval-5c"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
          "nas-search-fdrop-s2"),

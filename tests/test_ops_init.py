@@ -125,3 +125,24 @@ def test_fast_config_options_no_whiten_and_epochs():
     assert c.schedule.warmup_epochs == pytest.approx(4.6)
     with pytest.raises(ValueError, match="unknown option 'no-bn'"):
         fast.get_config("dense,0,no-bn")
+
+
+def test_fast_config_darts_size_and_kind_options(tmp_path):
+    """fast.py:darts,<genotype>[,<variant>][,cells=<n>][,channels=<n>]: the size options set
+    the evaluation network's cells and channels in any order, the variant its conv kind, and a
+    malformed option is refused with the valid forms."""
+    import json
+
+    from configs.cifar10 import fast
+
+    g = tmp_path / "genotype.json"
+    cell = [["sep_conv_3x3", 0], ["max_pool_3x3", 1]] * 4
+    g.write_text(json.dumps({"genotype": {"normal": cell, "reduce": cell, "concat": [2, 3, 4, 5]}}))
+    c = fast.get_config(f"darts,{g}")
+    assert (c.model, c.conv.kind, c.model_kw.cells, c.model_kw.channels) == (
+        "darts_eval", "fs", fast.NAS_CELLS, fast.NAS_CHANNELS)
+    c = fast.get_config(f"darts,{g},cells=5,dense,channels=24")
+    assert (c.conv.kind, c.model_kw.cells, c.model_kw.channels) == ("dense", 5, 24)
+    for bad in ("cells=2", "cells=five", "depth=4", "channels=0"):
+        with pytest.raises(ValueError, match=f"bad darts option '{bad}'"):
+            fast.get_config(f"darts,{g},{bad}")

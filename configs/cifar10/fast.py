@@ -7,14 +7,16 @@ ablation: the whitening conv keeps its random init and trains like the other con
 last 2); ``compress,<step>[,<step>...]`` is the dense recipe with ``train.compress`` steps
 (``thinet:0.5``, ``fs:4``, ``quant:8``, ...) that each fine-tune ``FINETUNE_EPOCHS`` epochs with
 the same recipe at ``FINETUNE_LR`` of its lr;
-``darts,<genotype.json>[,<variant>]`` trains a DFSNet-NAS genotype (``python -m train.nas``)
-with this recipe (label smoothing, lookahead, TTA, schedule, augmentation; lr ``NAS_LR``, no
-BatchNorm lr boost): a DARTS evaluation network of ``NAS_CELLS`` cells and ``NAS_CHANNELS``
-channels, no auxiliary head or drop path, a BatchNorm without scale after each pooling op
-(``pool_bn``: with the plain pools of DARTS's evaluation network the seed-1 genotype's
-max-pool reduction cells diverged at this lr from the first step, loss 8 -> 62 -> 420;
-with it the loss fell 2.65 -> 2.01 in 10 steps), every conv FS rho=4 by default (the
-searched supernet's DFS locations rounded, as DFSNet does) or ``dense``.
+``darts,<genotype.json>[,<variant>][,cells=<n>][,channels=<n>]`` trains a DFSNet-NAS genotype
+(``python -m train.nas``) with this recipe (label smoothing, lookahead, TTA, schedule,
+augmentation; lr ``NAS_LR``, no BatchNorm lr boost): a DARTS evaluation network of
+``NAS_CELLS`` cells and ``NAS_CHANNELS`` channels unless given (5 cells x 16 channels: 38,454
+stored weights and 25.6M MACs with FS rho=4; 3 x 16: 12,486 and 15.1M), no auxiliary head or
+drop path, a BatchNorm without scale after each pooling op (``pool_bn``: with the plain pools
+of DARTS's evaluation network the seed-1 genotype's max-pool reduction cells diverged at this
+lr from the first step, loss 8 -> 62 -> 420; with it the loss fell 2.65 -> 2.01 in 10 steps),
+every conv FS rho=4 by default (the searched supernet's DFS locations rounded, as DFSNet
+does) or ``dense``.
 
 Network: ``fsjax.models.create('airbench')`` (:class:`fsjax.models.AirbenchNet`): a 2x2
 whitening conv 3->24 (set from the eigenvectors of 5,000 training images' patch covariance and
@@ -65,13 +67,25 @@ def get_config(arg: str = "dense"):
     if variant == "darts":
         import json
 
-        path, _, kind = rest.partition(",")
+        path, *opts = rest.split(",")
+        size = dict(cells=NAS_CELLS, channels=NAS_CHANNELS)
+        kind = "fs4"
+        for opt in opts:
+            key, eq, val = opt.partition("=")
+            if eq and key in size and val.isdigit() and int(val) >= (3 if key == "cells" else 4):
+                size[key] = int(val)
+            elif not eq and opt:
+                kind = opt
+            else:
+                raise ValueError(f"fast.py: bad darts option {opt!r} in {arg!r}; valid: a conv "
+                                 f"variant (fs4, dense, ...), cells=<int >= 3>, "
+                                 f"channels=<int >= 4> (e.g. darts,<genotype.json>,fs4,cells=5)")
         with open(path) as f:
             genotype = json.load(f)["genotype"]
-        c = get_config(kind or "fs4")
+        c = get_config(kind)
         c.model = "darts_eval"
         c.model_kw.genotype = genotype
-        c.model_kw.cells, c.model_kw.channels = NAS_CELLS, NAS_CHANNELS
+        c.model_kw.cells, c.model_kw.channels = size["cells"], size["channels"]
         c.model_kw.auxiliary, c.model_kw.drop_path, c.model_kw.pool_bn = False, 0.0, True
         c.optimizer.lr, c.optimizer.weight_decay, c.optimizer.norm_lr_scale = NAS_LR, 5e-4, 1.0
         c.optimizer.frozen = {}
