@@ -62,6 +62,14 @@ MOMENTUM = 0.85
 LR_DECOUPLED, WD_DECOUPLED = 11.5, 0.0153   # airbench's, per 1024 examples
 
 
+def _int_option(opt: str, minimums: dict) -> tuple[str, int] | None:
+    """``key=<int>`` with key in ``minimums`` and the int at least its minimum, else None."""
+    key, eq, val = opt.partition("=")
+    if eq and key in minimums and val.isdigit() and int(val) >= minimums[key]:
+        return key, int(val)
+    return None
+
+
 def get_config(arg: str = "dense"):
     variant, _, rest = arg.partition(",")
     if variant == "darts":
@@ -71,10 +79,9 @@ def get_config(arg: str = "dense"):
         size = dict(cells=NAS_CELLS, channels=NAS_CHANNELS)
         kind = "fs4"
         for opt in opts:
-            key, eq, val = opt.partition("=")
-            if eq and key in size and val.isdigit() and int(val) >= (3 if key == "cells" else 4):
-                size[key] = int(val)
-            elif not eq and opt:
+            if kv := _int_option(opt, {"cells": 3, "channels": 4}):
+                size[kv[0]] = kv[1]
+            elif opt and "=" not in opt:
                 kind = opt
             else:
                 raise ValueError(f"fast.py: bad darts option {opt!r} in {arg!r}; valid: a conv "
@@ -99,8 +106,8 @@ def get_config(arg: str = "dense"):
     for opt in options:
         if opt == "no-whiten":
             no_whiten = True
-        elif opt.startswith("epochs=") and opt[7:].isdigit() and int(opt[7:]) >= 3:
-            epochs = int(opt[7:])
+        elif kv := _int_option(opt, {"epochs": 3}):
+            epochs = kv[1]
         else:
             raise ValueError(f"fast.py: unknown option {opt!r} in {arg!r}; valid: no-whiten, "
                              f"epochs=<int >= 3> (e.g. fast.py:dense,0,no-whiten,epochs=20)")
