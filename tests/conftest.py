@@ -53,6 +53,14 @@ def pytest_terminal_summary(terminalreporter):
         f"{_SAVED['seconds']:.0f} s of compiling saved")
 
 
+@pytest.fixture
+def standin_genotype():
+    """A small valid DARTS genotype, as a search's genotype.json holds it: for the tests that
+    build a NAS network's config or job without running a search."""
+    cell = [["sep_conv_3x3", 0], ["max_pool_3x3", 1]] * 4
+    return {"genotype": {"normal": cell, "reduce": cell, "concat": [2, 3, 4, 5]}}
+
+
 def pytest_unconfigure(config):
     if _OWN_CACHE:  # pytest's main process: the run's cache goes with it
         shutil.rmtree(_CACHE, ignore_errors=True)

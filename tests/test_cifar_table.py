@@ -159,7 +159,8 @@ def test_front_line_names_the_rows_no_smaller_row_beats():
 
 
 @pytest.mark.parametrize("table", sorted(t.TABLES))
-def test_every_training_job_parses_to_a_valid_config(table, tmp_path, monkeypatch):
+def test_every_training_job_parses_to_a_valid_config(table, tmp_path, monkeypatch,
+                                                     standin_genotype):
     """Each train.main / train.compress job's --config and overrides load and validate (a
     misspelt key or value in a job would otherwise surface hours into a table run). A NAS
     network's job reads its search's genotype.json: a small valid one stands in for it."""
@@ -168,8 +169,6 @@ def test_every_training_job_parses_to_a_valid_config(table, tmp_path, monkeypatc
 
     from train import configlib
 
-    cell = [["sep_conv_3x3", 0], ["max_pool_3x3", 1]] * 4
-    genotype = dict(genotype=dict(normal=cell, reduce=cell, concat=[2, 3, 4, 5]))
     checked = 0
     for name, (deps, cmd) in t.TABLES[table].jobs.items():
         if "-m" not in cmd or cmd[cmd.index("-m") + 1] not in ("train.main", "train.compress"):
@@ -178,7 +177,7 @@ def test_every_training_job_parses_to_a_valid_config(table, tmp_path, monkeypatc
         if any("darts," in a for a in args):
             for dep in deps:
                 (tmp_path / dep).mkdir(exist_ok=True)
-                _put(tmp_path / dep, "genotype", genotype)
+                _put(tmp_path / dep, "genotype", standin_genotype)
         fv = flags.FlagValues()
         config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
         flags.DEFINE_string("workdir", None, "", flag_values=fv)

@@ -127,7 +127,7 @@ def test_fast_config_options_no_whiten_and_epochs():
         fast.get_config("dense,0,no-bn")
 
 
-def test_fast_config_darts_size_and_kind_options(tmp_path):
+def test_fast_config_darts_size_and_kind_options(tmp_path, standin_genotype):
     """fast.py:darts,<genotype>[,<variant>][,cells=<n>][,channels=<n>]: the size options set
     the evaluation network's cells and channels in any order, the variant its conv kind, and a
     malformed option is refused with the valid forms."""
@@ -136,8 +136,7 @@ def test_fast_config_darts_size_and_kind_options(tmp_path):
     from configs.cifar10 import fast
 
     g = tmp_path / "genotype.json"
-    cell = [["sep_conv_3x3", 0], ["max_pool_3x3", 1]] * 4
-    g.write_text(json.dumps({"genotype": {"normal": cell, "reduce": cell, "concat": [2, 3, 4, 5]}}))
+    g.write_text(json.dumps(standin_genotype))
     c = fast.get_config(f"darts,{g}")
     assert (c.model, c.conv.kind, c.model_kw.cells, c.model_kw.channels) == (
         "darts_eval", "fs", fast.NAS_CELLS, fast.NAS_CHANNELS)
