@@ -148,11 +148,13 @@ FAST_JOBS = {
     "nas-search-fdrop-s2": ((), _search("cpu,2,free_drop=0.5")),
     # the networks are trained from the default search's genotype (free_drop 0.5, seed 1: 6 of
     # 8 normal-cell edges parametric as ranked), with FS rho=4 and dense convs, and from the
-    # dense supernet's at the same settings (nas-eval ran: 67.60%, 76 min alone on both cores;
-    # below fs4-narrow, the hand-designed network of its size)
+    # dense supernet's at the same settings (nas-eval ran: 67.60%, 76 min alone on both cores,
+    # below fs4-narrow, the hand-designed network of its size; nas-eval-dsearch: 69.84%, 83 min,
+    # above it), and from the DFS supernet's of the dense one's seed (0): like for like
     "nas-eval": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1")),
     "nas-eval-dense": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "dense")),
     "nas-eval-dsearch": (("nas-search-fdrop-dense",), _nas_eval("nas-search-fdrop-dense")),
+    "nas-eval-s0": (("nas-search-fdrop",), _nas_eval("nas-search-fdrop")),
     # the same genotype at 5 cells (three normal cells instead of one; 38,454 stored weights,
     # 25.6M MACs; about 2 hours alone on both cores by nas-eval's speed), against fs4-w32
     "nas-eval-5c": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "fs4,cells=5")),
@@ -175,6 +177,7 @@ FAST_JOBS = {
     # the fast network at widths 16/32/32 with FS rho=4, the same recipe
     "fs4-narrow": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(16,32,32)"]),
     # ... and of nas-eval-5c's size (37,560 stored weights, 17.1M MACs): widths 32/64/64
+    # (ran: 78.80%, 11 min alone on both cores)
     "fs4-w32": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(32,64,64)"]),
 }
 
@@ -191,7 +194,7 @@ TABLES = {
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "fs4-narrow",
          "fs4-w32", "dense-no-lookahead", "dense-no-smoothing", "dense-random-flip", "dense-no-whiten",
          "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch",
-         "nas-eval-5c"),
+         "nas-eval-s0", "nas-eval-5c"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
          "nas-search-fdrop-s2"),
