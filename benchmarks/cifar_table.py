@@ -176,9 +176,12 @@ FAST_JOBS = {
     # a hand-designed network of the NAS network's size (10,296 stored weights, 41 KB):
     # the fast network at widths 16/32/32 with FS rho=4, the same recipe
     "fs4-narrow": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(16,32,32)"]),
+    # its second seed: the run-to-run spread at this size, against which NAS rows are read
+    "fs4-narrow-s1": ((), _train(FAST, "fs4", 1) + ["--config.model_kw.widths=(16,32,32)"]),
     # ... and of nas-eval-5c's size (37,560 stored weights, 17.1M MACs): widths 32/64/64
     # (ran: 78.80%, 11 min alone on both cores)
     "fs4-w32": ((), _train(FAST, "fs4") + ["--config.model_kw.widths=(32,64,64)"]),
+    "fs4-w32-s1": ((), _train(FAST, "fs4", 1) + ["--config.model_kw.widths=(32,64,64)"]),
 }
 
 TABLES = {
@@ -192,7 +195,9 @@ TABLES = {
         "fast", FAST_JOBS,
         ("dense-s0", "dense-s1", "fs2-s0", "fs4-s0", "fs4-s1", "fs8-s0", "dfs4-s0", "ks4-s0",
          "wks4-s0", "thinet50", "fs4-proj", "fs4-ptq8", "fs4-qat4", "small", "fs4-narrow",
-         "fs4-w32", "dense-no-lookahead", "dense-no-smoothing", "dense-random-flip", "dense-no-whiten",
+         "fs4-narrow-s1", "fs4-w32", "fs4-w32-s1",
+         "dense-no-lookahead", "dense-no-smoothing",
+         "dense-random-flip", "dense-no-whiten",
          "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch",
          "nas-eval-s0", "nas-eval-5c"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
