@@ -154,7 +154,7 @@ FAST_JOBS = {
     "nas-eval": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1")),
     "nas-eval-dense": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "dense")),
     "nas-eval-dsearch": (("nas-search-fdrop-dense",), _nas_eval("nas-search-fdrop-dense")),
-    "nas-eval-s0": (("nas-search-fdrop",), _nas_eval("nas-search-fdrop")),
+    "nas-eval-dfs-seed0": (("nas-search-fdrop",), _nas_eval("nas-search-fdrop")),
     # the same genotype at 5 cells (three normal cells instead of one; 38,454 stored weights,
     # 25.6M MACs; about 2 hours alone on both cores by nas-eval's speed), against fs4-w32
     "nas-eval-5c": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "fs4,cells=5")),
@@ -199,7 +199,7 @@ TABLES = {
          "dense-no-lookahead", "dense-no-smoothing",
          "dense-random-flip", "dense-no-whiten",
          "dense-20ep", "fs4-20ep", "nas-eval", "nas-eval-dense", "nas-eval-dsearch",
-         "nas-eval-s0", "nas-eval-5c"),
+         "nas-eval-dfs-seed0", "nas-eval-5c"),
         ("torch-dense", "nas-search", "nas-search-s0", "nas-search-s1", "nas-search-dense",
          "nas-search-alr", "nas-search-fdrop", "nas-search-fdrop-s1", "nas-search-fdrop-dense",
          "nas-search-fdrop-s2"),
@@ -447,9 +447,9 @@ def _ablation_line(rows: list[dict], t: Table) -> str:
             if a.get("tta_accuracy") is not None and b.get("tta_accuracy") is not None:
                 d += f" ({100 * (a['tta_accuracy'] - b['tta_accuracy']):+.2f} with TTA)"
             diffs.append(f"{d} vs {base}")
-            twin = by.get(base[:-1] + "1") if base.endswith("-s0") else None
+            twin = _seed1_twin(base, by)
             if twin:
-                spreads[base[:-3]] = abs(100 * (twin["accuracy"] - b["accuracy"]))
+                spreads[_unseeded(base)] = abs(100 * (twin["accuracy"] - b["accuracy"]))
     if not diffs:
         return ""
     noise = "".join(f"; {n}'s two seeds are {v:.2f} apart" for n, v in spreads.items())
@@ -463,19 +463,31 @@ def _plot_points(rows: list[dict]) -> list[dict]:
     out = []
     for r, twin in _with_twins(rows):
         if twin:
-            out.append(dict(r, label=f"{r['name'][:-3]} (2-seed mean)",
+            out.append(dict(r, label=f"{_unseeded(r['name'])} (2-seed mean)",
                             accuracy=statistics.mean([_headline(r), _headline(twin)])))
         else:
             out.append(dict(r, label=r["name"], accuracy=_headline(r)))
     return out
 
 
+def _unseeded(name: str) -> str:
+    """A seed-0 row's name without its seed: NAME for NAME-s0, and NAME for NAME (a row
+    named without a seed ran seed 0)."""
+    return name[:-3] if name.endswith("-s0") else name
+
+
+def _seed1_twin(name: str, by: dict) -> dict | None:
+    """The seed-1 row (NAME-s1) of the seed-0 row ``name`` (NAME-s0 or NAME), if ``by``
+    has it."""
+    return None if name.endswith("-s1") else by.get(_unseeded(name) + "-s1")
+
+
 def _with_twins(rows: list[dict]) -> list[tuple[dict, dict | None]]:
     """Each row once, as ``(row, its seed-1 twin or None)``: a seed-1 row whose seed 0 is
     there goes with it, not on its own."""
     by = {r["name"]: r for r in rows}
-    return [(r, by.get(r["name"][:-1] + "1") if r["name"].endswith("-s0") else None)
-            for r in rows if not (r["name"].endswith("-s1") and r["name"][:-1] + "0" in by)]
+    paired = {t["name"] for r in rows if (t := _seed1_twin(r["name"], by))}
+    return [(r, _seed1_twin(r["name"], by)) for r in rows if r["name"] not in paired]
 
 
 def _headline(r: dict) -> float:

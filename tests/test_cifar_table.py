@@ -148,6 +148,14 @@ def test_the_plot_shows_a_two_seed_row_at_its_mean(records):
     pts = {p["label"]: p["accuracy"] for p in t._plot_points(rows)}
     assert pts == {"dense (2-seed mean)": pytest.approx(0.93), "fs4-s1": 0.80, "thinet50": 0.85}
     assert "| fs4-s1 | 80.00 |" in t.format_table(rows, _table(records))  # no seed 0: shown
+    # a row named without a seed ran seed 0: its NAME-s1 goes with it, in the plot and table
+    rows = [_row("fs4-narrow", 0.70, tta_accuracy=0.72), _row("fs4-narrow-s1", 0.69,
+                                                                tta_accuracy=0.70)]
+    pts = {p["label"]: p["accuracy"] for p in t._plot_points(rows)}
+    assert pts == {"fs4-narrow (2-seed mean)": pytest.approx(0.71)}
+    table = t.format_table(rows, _table(records, "fast"))
+    assert "| fs4-narrow | 69.50 (70.00 / 69.00) | 71.00 (72.00 / 70.00) |" in table
+    assert "fs4-narrow-s1" not in table
 
 
 def test_front_line_names_the_rows_no_smaller_row_beats():
