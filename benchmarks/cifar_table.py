@@ -150,7 +150,8 @@ FAST_JOBS = {
     # 8 normal-cell edges parametric as ranked), with FS rho=4 and dense convs, and from the
     # dense supernet's at the same settings (nas-eval ran: 67.60%, 76 min alone on both cores,
     # below fs4-narrow, the hand-designed network of its size; nas-eval-dsearch: 69.84%, 83 min,
-    # above it), and from the DFS supernet's of the dense one's seed (0): like for like
+    # above it; nas-eval-dense: 70.16%, 87 min), and from the DFS supernet's of the dense one's
+    # seed (0): like for like
     "nas-eval": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1")),
     "nas-eval-dense": (("nas-search-fdrop-s1",), _nas_eval("nas-search-fdrop-s1", "dense")),
     "nas-eval-dsearch": (("nas-search-fdrop-dense",), _nas_eval("nas-search-fdrop-dense")),
