@@ -118,9 +118,9 @@ def test_bn_sums_gradient_equals_autodiff_through_statistics_and_without_affine(
 
 @pytest.mark.parametrize("shape", [(1024, 1024, 3), (7, 31, 5), (97, 2)])
 def test_channel_sums_accuracy_does_not_grow_with_the_rows(shape):
-    """Summed in stages, the float32 sums stay near XLA's own reduction's error; one
-    matrix-vector product over all 2^20 rows was 1.3e-5 relative off at 2^17 rows already.
-    Odd and prime row counts take the one-stage path."""
+    """Split into sqrt-sized row blocks, the float32 sums stay near XLA's own reduction's
+    error; one matrix-vector product over all rows was 1.3e-5 relative off at 2^17 rows
+    already. An odd count (217 = 7 x 31) splits too; a prime one (97) takes one product."""
     a = (np.random.default_rng(0).normal(size=shape) + 3).astype(np.float32)
     want = a.astype(np.float64).reshape(-1, shape[-1]).sum(0)
     got = np.asarray(jax.jit(channel_sums)(a), np.float64)
@@ -130,7 +130,7 @@ def test_channel_sums_accuracy_does_not_grow_with_the_rows(shape):
 def test_bn_sums_gradient_precision_at_a_training_batch():
     """At 256x32x32 positions (a training batch's BatchNorm) the CPU form's gradient is as
     precise as autodiff of the default form against float64: about 1e-6 of the largest
-    entry (unstaged sums were 3e-5 off, 100x the default form's error)."""
+    entry (one product over all rows was 3e-5 off, 100x the default form's error)."""
     x, scale, bias, w = _inputs((256, 32, 32, 4))
 
     def grads(forms):

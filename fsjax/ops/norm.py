@@ -63,8 +63,9 @@ def channel_sums(a: jax.Array) -> jax.Array:
     c = a.shape[-1]
     a2 = a.reshape(-1, c)
     rows = a2.shape[0]
-    p = next((d for d in range(math.isqrt(rows), 1, -1) if rows % d == 0), 1)
-    if rows <= _SEQUENTIAL_ROWS or p == 1:
+    p = 1 if rows <= _SEQUENTIAL_ROWS else \
+        next((d for d in range(math.isqrt(rows), 1, -1) if rows % d == 0), 1)
+    if p == 1:  # few rows, or a prime count
         return jnp.ones((rows,), a2.dtype) @ a2
     return (jnp.ones((p,), a2.dtype) @ a2.reshape(p, -1)).reshape(-1, c).sum(0)
 
